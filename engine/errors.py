@@ -27,3 +27,7 @@ class PhotoNotInLibraryError(PhotosearchError):
 
 class ModelLoadError(PhotosearchError):
     pass
+
+
+class LibraryUnreadableError(PhotosearchError):
+    """The library directory or its database cannot be opened (permissions, corruption)."""

@@ -1,0 +1,441 @@
+"""`Library`: the one object the command line and the desktop app talk to.
+
+A library is a directory holding `catalog.db` (the source of truth, vectors included),
+`index.hnsw` (+ `.json` sidecar; a cache rebuilt when stale), `thumbs/` and a `lock` file.
+
+Concurrency:
+* One writer process per library: `open()` takes an exclusive advisory lock (fcntl.flock)
+  on `lock`; a second process gets `LibraryLockedError`. `open(read_only=True)` takes no
+  lock (SQLite WAL lets it read beside the writer) and never writes, so e.g. the CLI can
+  search a library the app is indexing.
+* Inside a process, indexing passes and model switches are serialised; searches may run
+  from any thread at any time and see the (embedder, index) pair that is current.
+
+Model changes: opening a library whose photos were embedded by another model raises
+`ModelMismatchError` (the message says how to re-index) unless `reembed=True`, in which
+case the new model becomes current and the next `index()` embeds every photo with it
+(reusing stored vectors where that model already embedded a file). If the new model's
+vectors already exist for every photo (an earlier switch), the switch is silent.
+`switch_model()` is the in-process route that keeps serving searches meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from . import imaging
+from .catalog import STATUS_FAILED, STATUS_OFFLINE, Catalog, PhotoRow
+from .embedder import Embedder
+from .errors import (
+    FolderNotFoundError,
+    LibraryLockedError,
+    LibraryUnreadableError,
+    ModelMismatchError,
+    PhotoNotInLibraryError,
+)
+from .indexer import Indexer, IndexProgress, IndexReport
+from .search import CaptionHit, PhotoHit, SearchResult, SearchService
+from .vector_index import VectorIndex
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; SQLite's own locking still applies
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = "catalog.db"
+INDEX_FILE = "index.hnsw"
+LOCK_FILE = "lock"
+THUMBS_DIR = "thumbs"
+
+__all__ = [
+    "CaptionHit",
+    "FolderInfo",
+    "IndexProgress",
+    "IndexReport",
+    "Library",
+    "LibraryStatus",
+    "PhotoHit",
+    "SearchResult",
+]
+
+ProgressFn = Callable[[IndexProgress], None]
+
+
+@dataclass
+class FolderInfo:
+    path: str
+    online: bool
+    photo_count: int
+
+
+@dataclass
+class LibraryStatus:
+    photo_count: int  # photos with a vector (ok + offline)
+    model_id: str | None
+    offline_folders: list[str]
+    failures: int  # files that could not be indexed; details in Library.failures()
+    offline_photos: int = 0
+    folders: list[FolderInfo] = field(default_factory=list)
+    library_dir: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "library": self.library_dir,
+            "photo_count": self.photo_count,
+            "model_id": self.model_id,
+            "offline_folders": self.offline_folders,
+            "offline_photos": self.offline_photos,
+            "failures": self.failures,
+            "folders": [f.__dict__ for f in self.folders],
+        }
+
+
+class Library:
+    def __init__(self) -> None:  # use Library.open
+        raise TypeError("use Library.open(library_dir, embedder)")
+
+    @classmethod
+    def open(
+        cls,
+        library_dir: Path | str,
+        embedder: Embedder,
+        *,
+        read_only: bool = False,
+        reembed: bool = False,
+    ) -> Library:
+        self = cls.__new__(cls)
+        self.library_dir = Path(library_dir).expanduser().absolute()
+        self.read_only = read_only
+        self._lock_fd: int | None = None
+        self._pass_lock = threading.RLock()
+        self._closed = False
+        db_path = self.library_dir / CATALOG_FILE
+        if read_only and not db_path.exists():
+            raise LibraryUnreadableError(
+                f"no library at {self.library_dir}; create one with: photosearch index "
+                f"--library {self.library_dir} FOLDER"
+            )
+        try:
+            self.library_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LibraryUnreadableError(
+                f"cannot create the library folder {self.library_dir}: {exc.strerror or exc}"
+            ) from exc
+        if not read_only:
+            self._acquire_lock()
+        try:
+            self.catalog = Catalog(db_path)
+            self.thumbs_dir = self.library_dir / THUMBS_DIR
+            self.index_path = self.library_dir / INDEX_FILE
+            self.searcher = SearchService(self.catalog)
+            self._check_model(embedder, reembed)
+            self._active: tuple[Embedder, VectorIndex] = (embedder, self._load_index(embedder))
+            if not read_only:
+                self._import_caption_bank(embedder)
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        if fcntl is None:
+            return
+        path = self.library_dir / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LibraryUnreadableError(
+                f"cannot open the library at {self.library_dir}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(os.pread(fd, 32, 0).decode().strip() or 0)
+                holder = f" (pid {pid})" if pid else ""
+            os.close(fd)
+            raise LibraryLockedError(
+                f"the library at {self.library_dir} is in use by another photosearch "
+                f"process{holder}; close it first or use --library to pick another library"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release(self) -> None:
+        with contextlib.suppress(Exception):
+            self.catalog.close()
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)  # closing the fd drops the flock
+            self._lock_fd = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._pass_lock:
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._active[0]
+
+    @property
+    def vector_index(self) -> VectorIndex:
+        return self._active[1]
+
+    def _check_model(self, embedder: Embedder, reembed: bool) -> None:
+        stored = self.catalog.model_id
+        new = embedder.model_id
+        if stored == new:
+            return
+        has_vectors = stored is not None and self.catalog.count_indexable(stored) > 0
+        already_embedded = has_vectors and self.catalog.count_indexable(
+            new
+        ) >= self.catalog.count_indexable(stored or "")
+        if has_vectors and not reembed and not already_embedded:
+            raise ModelMismatchError(
+                f"the library at {self.library_dir} was indexed with model '{stored}', not "
+                f"the current model '{new}'; re-index with: photosearch index --library "
+                f"{self.library_dir} --reembed"
+            )
+        if self.read_only:
+            if has_vectors and not already_embedded:
+                raise ModelMismatchError(
+                    f"the library at {self.library_dir} is being re-indexed for model "
+                    f"'{new}'; search it once that has finished"
+                )
+            return
+        log.info("library model: %s -> %s", stored, new)
+        self.catalog.set_meta("model_id", new)
+
+    def _load_index(self, embedder: Embedder) -> VectorIndex:
+        model_id = embedder.model_id
+        index, _ = VectorIndex.load_or_rebuild(
+            self.index_path,
+            dim=embedder.dim,
+            model_id=model_id,
+            expected_count=self.catalog.count_indexable(model_id),
+            generation=self.catalog.generation,
+            vectors=lambda: self.catalog.indexable_vectors(model_id),
+            save=not self.read_only,
+        )
+        return index
+
+    def _save_index(self) -> None:
+        if self.read_only:
+            return
+        _, index = self._active
+        try:
+            index.save(self.index_path, self.catalog.generation)
+        except OSError as exc:
+            log.warning("could not save the search index: %s", exc)
+
+    def _import_caption_bank(self, embedder: Embedder) -> None:
+        bank = getattr(embedder, "caption_bank_path", None)
+        if not bank:
+            return
+        bank = Path(bank)
+        try:
+            stamp = f"{bank.resolve()}:{bank.stat().st_mtime_ns}"
+            if self.catalog.get_meta("caption_bank_source") == stamp:
+                return
+            lines = bank.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            log.warning("caption bank %s unreadable: %s", bank, exc)
+            return
+        added = self.catalog.add_captions(lines, "model")
+        self.catalog.set_meta("caption_bank_source", stamp)
+        log.info("caption bank: %d new captions from %s", added, bank)
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise LibraryLockedError(
+                f"the library at {self.library_dir} is open read-only (another photosearch "
+                "process is writing to it)"
+            )
+
+    # -- folders -----------------------------------------------------------------------
+
+    def add_folder(self, path: Path | str) -> None:
+        self._require_writable()
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise FolderNotFoundError(f"folder not found: {folder.absolute()}")
+        self.catalog.add_folder(str(folder.resolve()))
+
+    def remove_folder(self, path: Path | str) -> None:
+        self._require_writable()
+        target = str(Path(path).expanduser().resolve())
+        with self._pass_lock:
+            match = [f for f in self.catalog.folders() if f[1] == target]
+            if not match:
+                raise FolderNotFoundError(f"folder is not in the library: {target}")
+            folder_id = match[0][0]
+            ids = [r.id for r in self.catalog.photos_where("folder_id = ?", (folder_id,))]
+            with self.catalog.transaction() as conn:
+                conn.execute("DELETE FROM photos WHERE folder_id = ?", (folder_id,))
+                conn.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
+                self.catalog.bump_generation(conn)
+            self.vector_index.mark_deleted(ids)
+            self._save_index()
+
+    def folders(self) -> list[FolderInfo]:
+        counts = self.catalog.folder_photo_counts()
+        return [
+            FolderInfo(path, online, counts.get(fid, 0))
+            for fid, path, online in self.catalog.folders()
+        ]
+
+    # -- indexing ----------------------------------------------------------------------
+
+    def _indexer(self) -> Indexer:
+        embedder, index = self._active
+        return Indexer(self.catalog, index, embedder, self.thumbs_dir, self._save_index)
+
+    def index(
+        self, progress: ProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> IndexReport:
+        """Full reconcile of every folder (new, changed, moved, removed, offline)."""
+        self._require_writable()
+        with self._pass_lock:
+            return self._indexer().reconcile(progress, cancel)
+
+    def index_paths(
+        self,
+        paths: Iterable[Path | str],
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> IndexReport:
+        """Reconcile just these files or directories (created, changed, moved, deleted)."""
+        self._require_writable()
+        with self._pass_lock:
+            return self._indexer().index_paths(paths, progress, cancel)
+
+    def switch_model(
+        self,
+        embedder: Embedder,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        """Embed every photo with `embedder` while searches use the old model, then swap.
+
+        If cancelled, nothing is swapped (vectors computed so far are kept and reused by
+        the next attempt).
+        """
+        self._require_writable()
+        with self._pass_lock:
+            indexer = self._indexer()
+            indexer.embed_missing(embedder, progress, cancel)
+            if cancel is not None and cancel.is_set():
+                return
+            model_id = embedder.model_id
+            ids, vecs = self.catalog.indexable_vectors(model_id)
+            new_index = VectorIndex.build(ids, vecs, embedder.dim, model_id)
+            self.catalog.set_meta("model_id", model_id)
+            self._active = (embedder, new_index)
+            self._save_index()
+            self._import_caption_bank(embedder)
+
+    # -- search ------------------------------------------------------------------------
+
+    def search_text(
+        self,
+        query: str,
+        top_k: int = 50,
+        folder: str | None = None,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+    ) -> SearchResult:
+        embedder, index = self._active
+        result = self.searcher.search_text(
+            query, embedder, index, top_k, folder, date_from, date_to
+        )
+        if not self.read_only:
+            # Past queries join the caption bank (photo -> captions suggestions).
+            try:
+                self.catalog.add_captions([query], "query")
+            except LibraryLockedError as exc:
+                log.debug("query not stored: %s", exc)
+        return result
+
+    def _photo_row(self, path: Path | str) -> PhotoRow:
+        p = Path(path).expanduser()
+        candidates = [str(p.absolute()), os.path.abspath(p), str(p.resolve())]
+        for c in candidates:
+            row = self.catalog.photo_by_path(c)
+            if row is not None:
+                break
+        else:
+            raise PhotoNotInLibraryError(f"photo is not in the library: {p.absolute()}")
+        if row.status == STATUS_FAILED:
+            raise PhotoNotInLibraryError(
+                f"photo could not be indexed ({row.reason}): {row.path}"
+            )
+        return row
+
+    def similar_photos(self, path: Path | str, top_k: int = 50) -> SearchResult:
+        embedder, index = self._active
+        return self.searcher.similar_photos(self._photo_row(path), embedder, index, top_k)
+
+    def similar_captions(self, path: Path | str, top_k: int = 10) -> list[CaptionHit]:
+        embedder, _ = self._active
+        return self.searcher.similar_captions(
+            self._photo_row(path), embedder, top_k, writable=not self.read_only
+        )
+
+    def thumbnail_path(self, path: Path | str) -> Path | None:
+        """Cached ~256 px JPEG; made on demand if missing and the file is readable."""
+        try:
+            row = self._photo_row(path)
+        except PhotoNotInLibraryError:
+            return None
+        if not row.content_hash:
+            return None
+        thumb = imaging.thumbnail_file(self.thumbs_dir, row.content_hash)
+        if thumb.exists():
+            return thumb
+        if self.read_only:
+            return None
+        try:
+            decoded = imaging.decode_image(row.path)
+            return imaging.save_thumbnail(decoded.image, self.thumbs_dir, row.content_hash)
+        except (imaging.ImageDecodeError, OSError):
+            return None
+
+    # -- status ------------------------------------------------------------------------
+
+    def status(self) -> LibraryStatus:
+        embedder, index = self._active
+        folders = self.folders()
+        return LibraryStatus(
+            photo_count=self.catalog.count_indexable(embedder.model_id),
+            model_id=embedder.model_id,
+            offline_folders=[f.path for f in folders if not f.online],
+            failures=self.catalog.count_photos(STATUS_FAILED),
+            offline_photos=self.catalog.count_photos(STATUS_OFFLINE),
+            folders=folders,
+            library_dir=str(self.library_dir),
+        )
+
+    def failures(self) -> list[tuple[str, str]]:
+        return self.catalog.failures()

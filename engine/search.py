@@ -1,0 +1,242 @@
+"""Text -> photos, photo -> photos and photo -> captions over one catalog.
+
+Filters (folder, date range) are applied after an over-fetch from HNSW; when that leaves
+fewer than top_k hits, the filtered set is searched exactly (brute force over its stored
+vectors), so a narrow filter never hides a match HNSW did not return.
+
+Weak results: `SearchResult.weak` is true when the best score is below a threshold that the
+embedder can state as `weak_match_threshold` (calibrated per model), else
+`DEFAULT_WEAK_THRESHOLD`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from .catalog import Catalog, PhotoRow
+from .embedder import Embedder
+from .errors import EmptyQueryError
+from .vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+# Inner products of unit vectors: for VSE-style models a relevant photo typically scores
+# 0.3-0.6 against its query and unrelated ones 0.0-0.2, so 0.2 is a conservative default
+# for a model that does not state its own calibrated threshold.
+DEFAULT_WEAK_THRESHOLD = 0.2
+OVERFETCH = 4
+MIN_FETCH = 100
+
+
+@dataclass
+class PhotoHit:
+    path: str
+    score: float
+    date: datetime | None
+    width: int
+    height: int
+    status: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "score": round(self.score, 6)}
+
+
+@dataclass
+class SearchResult:
+    hits: list[PhotoHit]
+    weak: bool
+    best_score: float | None
+    threshold: float
+
+
+@dataclass
+class CaptionHit:
+    caption: str
+    score: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"caption": self.caption, "score": round(self.score, 6)}
+
+
+def weak_threshold(embedder: Embedder) -> float:
+    value = getattr(embedder, "weak_match_threshold", None)
+    try:
+        return float(value) if value is not None else DEFAULT_WEAK_THRESHOLD
+    except (TypeError, ValueError):
+        return DEFAULT_WEAK_THRESHOLD
+
+
+def _photo_date(row: PhotoRow) -> datetime | None:
+    if row.taken_at:
+        try:
+            return datetime.fromisoformat(row.taken_at)
+        except ValueError:
+            pass
+    if row.mtime_ns:
+        return datetime.fromtimestamp(row.mtime_ns / 1e9)
+    return None
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+class SearchService:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._caption_lock = threading.Lock()
+        self._caption_cache: dict[str, tuple[int, list[str], np.ndarray]] = {}
+
+    # -- photos ------------------------------------------------------------------------
+
+    def search_vector(
+        self,
+        query: np.ndarray,
+        index: VectorIndex,
+        model_id: str,
+        top_k: int,
+        folder: str | None = None,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+        exclude: set[int] | None = None,
+    ) -> list[tuple[PhotoRow, float]]:
+        exclude = exclude or set()
+        top_k = max(0, int(top_k))
+        if top_k == 0 or index.count == 0:
+            return []
+        prefix = None
+        if folder:
+            prefix = os.path.abspath(os.path.expanduser(folder)).rstrip(os.sep) + os.sep
+        lo, hi = _ts(date_from), _ts(date_to)
+        filtered = prefix is not None or lo is not None or hi is not None
+
+        def keep(row: PhotoRow) -> bool:
+            if row.id in exclude or row.status == "failed":
+                return False
+            if prefix is not None and not row.path.startswith(prefix):
+                return False
+            when = row.sort_date
+            if lo is not None and (when is None or when < lo):
+                return False
+            return not (hi is not None and (when is None or when > hi))
+
+        want = top_k + len(exclude)
+        fetch = want if not filtered else min(index.count, max(want * OVERFETCH, MIN_FETCH))
+        pairs = index.knn(query, fetch)
+        rows = self.catalog.photos_by_ids(i for i, _ in pairs)
+        hits = [(rows[i], s) for i, s in pairs if i in rows and keep(rows[i])]
+        if len(hits) >= top_k or fetch >= index.count:
+            return hits[:top_k]
+        # Too few survived the filter: search the filtered set exactly.
+        where, params = ["1"], []
+        if prefix is not None:
+            where.append("substr(p.path, 1, ?) = ?")
+            params += [len(prefix), prefix]
+        if lo is not None:
+            where.append("p.sort_date >= ?")
+            params.append(lo)
+        if hi is not None:
+            where.append("p.sort_date <= ?")
+            params.append(hi)
+        ids, vecs = self.catalog.indexable_vectors(model_id, " AND ".join(where), params)
+        if len(ids) == 0:
+            return []
+        scores = vecs @ np.asarray(query, np.float32).reshape(-1)
+        order = np.argsort(-scores)
+        rows = self.catalog.photos_by_ids(int(ids[j]) for j in order[: want])
+        out = []
+        for j in order[:want]:
+            row = rows.get(int(ids[j]))
+            if row is not None and keep(row):
+                out.append((row, float(scores[j])))
+        return out[:top_k]
+
+    @staticmethod
+    def to_result(pairs: list[tuple[PhotoRow, float]], threshold: float) -> SearchResult:
+        hits = [
+            PhotoHit(
+                path=row.path,
+                score=float(score),
+                date=_photo_date(row),
+                width=int(row.width or 0),
+                height=int(row.height or 0),
+                status=row.status,
+            )
+            for row, score in pairs
+        ]
+        best = hits[0].score if hits else None
+        return SearchResult(hits, best is None or best < threshold, best, threshold)
+
+    def search_text(
+        self,
+        query: str,
+        embedder: Embedder,
+        index: VectorIndex,
+        top_k: int = 50,
+        folder: str | None = None,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+    ) -> SearchResult:
+        text = (query or "").strip()
+        if not text:
+            raise EmptyQueryError("the search query is empty; type what the photo shows")
+        vec = embedder.embed_texts([text])[0]
+        pairs = self.search_vector(vec, index, embedder.model_id, top_k, folder, date_from, date_to)
+        return self.to_result(pairs, weak_threshold(embedder))
+
+    def similar_photos(
+        self, row: PhotoRow, embedder: Embedder, index: VectorIndex, top_k: int = 50
+    ) -> SearchResult:
+        vec = self.catalog.get_embedding(row.content_hash or "", embedder.model_id)
+        if vec is None:
+            return SearchResult([], True, None, weak_threshold(embedder))
+        pairs = self.search_vector(vec, index, embedder.model_id, top_k, exclude={row.id})
+        return self.to_result(pairs, weak_threshold(embedder))
+
+    # -- captions ----------------------------------------------------------------------
+
+    def caption_matrix(self, embedder: Embedder, writable: bool = True) -> tuple[list[str], np.ndarray]:
+        """All bank captions embedded with `embedder`, computing missing ones lazily."""
+        model_id = embedder.model_id
+        with self._caption_lock:
+            total = self.catalog.caption_count()
+            cached = self._caption_cache.get(model_id)
+            if cached is not None and cached[0] == total:
+                return cached[1], cached[2]
+            missing = self.catalog.captions_missing_embeddings(model_id)
+            extra_text: list[str] = []
+            extra_vecs: list[np.ndarray] = []
+            for i in range(0, len(missing), 256):
+                chunk = missing[i : i + 256]
+                vecs = embedder.embed_texts([c for _, c in chunk])
+                if writable:
+                    self.catalog.put_caption_embeddings(model_id, [c_id for c_id, _ in chunk], vecs)
+                else:
+                    extra_text += [c for _, c in chunk]
+                    extra_vecs.append(vecs)
+            captions, matrix = self.catalog.caption_matrix(model_id)
+            if extra_vecs:
+                captions = captions + extra_text
+                stacked = np.concatenate(extra_vecs)
+                matrix = stacked if matrix.size == 0 else np.concatenate([matrix, stacked])
+            self._caption_cache[model_id] = (total, captions, matrix)
+            return captions, matrix
+
+    def similar_captions(
+        self, row: PhotoRow, embedder: Embedder, top_k: int = 10, writable: bool = True
+    ) -> list[CaptionHit]:
+        vec = self.catalog.get_embedding(row.content_hash or "", embedder.model_id)
+        if vec is None:
+            return []
+        captions, matrix = self.caption_matrix(embedder, writable)
+        if not captions:
+            return []
+        scores = matrix @ vec
+        order = np.argsort(-scores)[: max(0, int(top_k))]
+        return [CaptionHit(captions[j], float(scores[j])) for j in order]
