@@ -1,0 +1,89 @@
+"""Application start-up: theme, library location, the main window."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QGuiApplication, QPalette
+from PySide6.QtWidgets import QApplication
+
+log = logging.getLogger(__name__)
+
+
+def default_library_dir() -> Path:
+    """$PHOTOSEARCH_LIBRARY, else the per-user data dir (…/photosearch/library)."""
+    env = os.environ.get("PHOTOSEARCH_LIBRARY")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("photosearch")) / "library"
+
+
+def dark_palette() -> QPalette:
+    p = QPalette()
+    window, base, text = QColor(37, 37, 40), QColor(28, 28, 30), QColor(230, 230, 232)
+    roles = {
+        QPalette.ColorRole.Window: window,
+        QPalette.ColorRole.WindowText: text,
+        QPalette.ColorRole.Base: base,
+        QPalette.ColorRole.AlternateBase: QColor(44, 44, 48),
+        QPalette.ColorRole.ToolTipBase: QColor(50, 50, 54),
+        QPalette.ColorRole.ToolTipText: text,
+        QPalette.ColorRole.Text: text,
+        QPalette.ColorRole.Button: QColor(52, 52, 56),
+        QPalette.ColorRole.ButtonText: text,
+        QPalette.ColorRole.BrightText: QColor(255, 90, 90),
+        QPalette.ColorRole.Highlight: QColor(64, 128, 220),
+        QPalette.ColorRole.HighlightedText: QColor(255, 255, 255),
+        QPalette.ColorRole.Link: QColor(110, 170, 255),
+        QPalette.ColorRole.PlaceholderText: QColor(140, 140, 146),
+        QPalette.ColorRole.Mid: QColor(90, 90, 96),
+        QPalette.ColorRole.Dark: QColor(20, 20, 22),
+        QPalette.ColorRole.Light: QColor(70, 70, 76),
+    }
+    for role, colour in roles.items():
+        p.setColor(role, colour)
+    disabled = QColor(130, 130, 136)
+    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
+        p.setColor(QPalette.ColorGroup.Disabled, role, disabled)
+    return p
+
+
+def apply_theme(app: QApplication) -> None:
+    """Fusion everywhere (consistent look), light or dark palette following the system."""
+    app.setStyle("Fusion")
+    scheme = QGuiApplication.styleHints().colorScheme()
+    if scheme == Qt.ColorScheme.Dark:
+        app.setPalette(dark_palette())
+    else:
+        app.setPalette(app.style().standardPalette())
+
+
+def create_app(argv: list[str] | None = None) -> QApplication:
+    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
+    app.setApplicationName("photosearch")
+    app.setOrganizationName("photosearch")
+    apply_theme(app)
+    QGuiApplication.styleHints().colorSchemeChanged.connect(lambda _s: apply_theme(app))
+    return app
+
+
+def run_app(argv: list[str] | None = None) -> int:
+    """Open the main window; returns the process exit code."""
+    logging.basicConfig(
+        level=logging.DEBUG if os.environ.get("PHOTOSEARCH_DEBUG") else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    app = create_app(argv)
+    from desktop.main_window import MainWindow
+
+    window = MainWindow(default_library_dir())
+    window.show()
+    # aboutToQuit covers quitting without closing the window (e.g. a session logout).
+    app.aboutToQuit.connect(window.shutdown)
+    return int(app.exec())

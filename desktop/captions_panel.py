@@ -1,0 +1,114 @@
+"""Side panel: the captions from the caption bank that best describe one photo."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+class CaptionsPanel(QWidget):
+    caption_clicked = Signal(str)
+    close_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.path: str | None = None
+        self.setMinimumWidth(240)
+        title = QLabel("<b>Similar captions</b>")
+        close = QToolButton()
+        close.setText("\u2715")
+        close.setToolTip("Close the captions panel")
+        close.setAutoRaise(True)
+        close.clicked.connect(self.close_requested.emit)
+        head = QHBoxLayout()
+        head.addWidget(title)
+        head.addStretch(1)
+        head.addWidget(close)
+
+        self.thumb = QLabel()
+        self.thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.thumb.setFixedHeight(150)
+        self.subject = QLabel()
+        self.subject.setWordWrap(True)
+        self.subject.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint = QLabel("Click a caption to search with it.")
+        self.hint.setWordWrap(True)
+        self.hint.setEnabled(False)  # greyed: a hint, not content
+        self.list = QListWidget()
+        self.list.setWordWrap(True)
+        self.list.setAlternatingRowColors(True)
+        self.list.setSpacing(2)
+        self.list.itemActivated.connect(self._activated)
+        self.list.itemClicked.connect(self._activated)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.setSpacing(6)
+        layout.addLayout(head)
+        layout.addWidget(self.thumb)
+        layout.addWidget(self.subject)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.list, 1)
+
+    def show_loading(self, path: str, pixmap: QPixmap | None = None) -> None:
+        self.path = path
+        self.subject.setText(os.path.basename(path))
+        self.subject.setToolTip(path)
+        if pixmap is not None and not pixmap.isNull():
+            self.thumb.setPixmap(
+                pixmap.scaled(220, 150, Qt.AspectRatioMode.KeepAspectRatio,
+                              Qt.TransformationMode.SmoothTransformation)
+            )
+        else:
+            self.thumb.clear()
+        self.list.clear()
+        self.list.addItem(QListWidgetItem("Finding captions\u2026"))
+        self.list.item(0).setFlags(Qt.ItemFlag.NoItemFlags)
+
+    def show_captions(self, path: str, hits: list[Any]) -> None:
+        if path != self.path:
+            return  # an answer for a photo the user no longer looks at
+        self.list.clear()
+        if not hits:
+            item = QListWidgetItem("No captions available for this photo.")
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.list.addItem(item)
+            return
+        for hit in hits:
+            item = QListWidgetItem(f"{hit.caption}\n    score {hit.score:.2f}")
+            item.setData(Qt.ItemDataRole.UserRole, hit.caption)
+            item.setToolTip(f"Search for \u201c{hit.caption}\u201d")
+            self.list.addItem(item)
+
+    def show_error(self, path: str, message: str) -> None:
+        if path != self.path:
+            return
+        self.list.clear()
+        item = QListWidgetItem(f"Could not find captions: {message}")
+        item.setFlags(Qt.ItemFlag.NoItemFlags)
+        self.list.addItem(item)
+
+    def captions(self) -> list[str]:
+        out = []
+        for i in range(self.list.count()):
+            cap = self.list.item(i).data(Qt.ItemDataRole.UserRole)
+            if cap:
+                out.append(cap)
+        return out
+
+    def _activated(self, item: QListWidgetItem) -> None:
+        cap = item.data(Qt.ItemDataRole.UserRole)
+        if cap:
+            self.caption_clicked.emit(str(cap))

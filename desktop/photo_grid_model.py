@@ -1,0 +1,177 @@
+"""The result grid: a flat list model over search hits, and the delegate that paints a cell.
+
+The model holds plain `PhotoHit`s. Thumbnails are asked for only when the view asks for
+an item's decoration, i.e. when it is about to paint it, so the cost of a result list is
+the cost of what is on screen.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from datetime import datetime
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    QSize,
+    Qt,
+)
+from PySide6.QtGui import QColor, QPainter, QPalette, QPen
+from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+
+from desktop.thumbnails import ThumbnailLoader
+
+log = logging.getLogger(__name__)
+
+PathRole = Qt.ItemDataRole.UserRole + 1
+HitRole = Qt.ItemDataRole.UserRole + 2
+# "loading", "ready" or "missing": lets the delegate choose the placeholder.
+ThumbStateRole = Qt.ItemDataRole.UserRole + 3
+
+_Index = QModelIndex | QPersistentModelIndex
+
+
+def format_date(date: datetime | None) -> str:
+    return date.strftime("%d %b %Y, %H:%M") if date else "date unknown"
+
+
+class PhotoGridModel(QAbstractListModel):
+    def __init__(self, loader: ThumbnailLoader, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.loader = loader
+        self._hits: list[Any] = []
+        self._row_of: dict[str, int] = {}
+        loader.thumbnail_ready.connect(self._on_thumbnail_ready)
+
+    # -- data ------------------------------------------------------------------------
+    def set_hits(self, hits: list[Any]) -> None:
+        """Replace the results; queued thumbnail requests for the old list are dropped."""
+        self.loader.cancel_pending()
+        self.beginResetModel()
+        self._hits = list(hits)
+        self._row_of = {h.path: i for i, h in enumerate(self._hits)}
+        self.endResetModel()
+
+    def hits(self) -> list[Any]:
+        return list(self._hits)
+
+    def hit(self, row: int) -> Any | None:
+        return self._hits[row] if 0 <= row < len(self._hits) else None
+
+    def row_of(self, path: str) -> int | None:
+        return self._row_of.get(path)
+
+    def paths(self) -> list[str]:
+        return [h.path for h in self._hits]
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008 - Qt signature
+        return 0 if parent.isValid() else len(self._hits)
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or not 0 <= index.row() < len(self._hits):
+            return None
+        hit = self._hits[index.row()]
+        if role == Qt.ItemDataRole.DecorationRole:
+            known, pix = self.loader.cached(hit.path)
+            if not known:
+                self.loader.request(hit.path)
+            return pix
+        if role == ThumbStateRole:
+            known, pix = self.loader.cached(hit.path)
+            if not known:
+                return "loading"
+            return "ready" if pix is not None else "missing"
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(hit)
+        if role == Qt.ItemDataRole.AccessibleTextRole or role == Qt.ItemDataRole.DisplayRole:
+            # Not painted (the delegate draws only the picture) but used by screen readers
+            # and keyboard search.
+            return os.path.basename(hit.path)
+        if role == PathRole:
+            return hit.path
+        if role == HitRole:
+            return hit
+        return None
+
+    @staticmethod
+    def _tooltip(hit: Any) -> str:
+        status = getattr(hit, "status", "ok")
+        extra = "" if status in ("ok", "", None) else f"<br><i>{html.escape(str(status))}</i>"
+        return (
+            f"<b>{html.escape(os.path.basename(hit.path))}</b><br>"
+            f"{html.escape(hit.path)}<br>"
+            f"{format_date(getattr(hit, 'date', None))}<br>"
+            f"match score {hit.score:.3f}{extra}"
+        )
+
+    def _on_thumbnail_ready(self, path: str) -> None:
+        row = self._row_of.get(path)
+        if row is not None:
+            idx = self.index(row)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+
+
+class PhotoDelegate(QStyledItemDelegate):
+    """Paints a square cell: the picture fitted inside, or a placeholder that says why not."""
+
+    def __init__(self, parent: QWidget | None = None, thumb_size: int = 160) -> None:
+        super().__init__(parent)
+        self.thumb_size = thumb_size
+        self.padding = 6
+
+    def set_thumb_size(self, px: int) -> None:
+        self.thumb_size = px
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: _Index) -> QSize:
+        side = self.thumb_size + 2 * self.padding
+        return QSize(side, side)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: _Index) -> None:
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        pal: QPalette = option.palette
+        cell = QRect(option.rect).adjusted(2, 2, -2, -2)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        hovered = bool(option.state & QStyle.StateFlag.State_MouseOver)
+        if selected or hovered:
+            bg = QColor(pal.color(QPalette.ColorRole.Highlight))
+            bg.setAlpha(200 if selected else 60)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(bg)
+            painter.drawRoundedRect(cell, 6, 6)
+
+        inner = cell.adjusted(self.padding - 2, self.padding - 2, -self.padding + 2, -self.padding + 2)
+        pix = index.data(Qt.ItemDataRole.DecorationRole)
+        if pix is not None and not pix.isNull():
+            scaled = pix.size().scaled(inner.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            target = QRect(0, 0, scaled.width(), scaled.height())
+            target.moveCenter(inner.center())
+            painter.drawPixmap(target, pix)
+        else:
+            state = index.data(ThumbStateRole)
+            self._placeholder(painter, inner, pal, missing=(state == "missing"))
+        painter.restore()
+
+    @staticmethod
+    def _placeholder(painter: QPainter, rect: QRect, pal: QPalette, missing: bool) -> None:
+        base = QColor(pal.color(QPalette.ColorRole.Mid))
+        base.setAlpha(60 if not missing else 90)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(base)
+        painter.drawRoundedRect(rect, 4, 4)
+        if missing:
+            # Offline drive, deleted or unreadable file: say so instead of an endless grey box.
+            pen = QPen(pal.color(QPalette.ColorRole.PlaceholderText))
+            painter.setPen(pen)
+            f = painter.font()
+            f.setPointSizeF(max(7.0, f.pointSizeF() * 0.9))
+            painter.setFont(f)
+            painter.drawText(
+                rect, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, "Photo not\navailable"
+            )
