@@ -25,11 +25,14 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# M=16/ef_construction=200 reach recall@10 > 0.98 on 10^5 unit vectors of dim 256-1024
-# with ef_search >= 64; ef grows with k because hnswlib needs ef >= k.
+# M=16 / ef_construction=200 with ef_search = max(128, 4k) gives recall@10 of 1.0 on 3k
+# random 32-d unit vectors (ef=64 gave 0.989) at ~0.1 ms a query; ef must be >= k anyway.
+# Up to EXHAUSTIVE_MAX vectors ef is the whole index, which makes the search exact.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 64
+HNSW_EF_SEARCH = 128
+EF_PER_K = 4
+EXHAUSTIVE_MAX = 2000
 INITIAL_CAPACITY = 1024
 
 SIDECAR_SUFFIX = ".json"
@@ -103,7 +106,10 @@ class VectorIndex:
         with self._lock:
             k = min(int(k), len(self._live))
             while k > 0:
-                self._index.set_ef(max(HNSW_EF_SEARCH, 2 * k))
+                ef = max(HNSW_EF_SEARCH, EF_PER_K * k)
+                if len(self._live) <= EXHAUSTIVE_MAX:
+                    ef = max(ef, self._index.element_count)
+                self._index.set_ef(ef)
                 try:
                     labels, dists = self._index.knn_query(query, k=k, num_threads=1)
                 except RuntimeError:

@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+
+from engine.embedder import l2_normalize
+from engine.vector_index import VectorIndex, sidecar_path
+
+
+def _vecs(n, dim=32, seed=0):
+    return l2_normalize(np.random.default_rng(seed).standard_normal((n, dim)))
+
+
+def _open(path, ids, vecs, generation=1, model_id="m"):
+    calls = []
+
+    def loader():
+        calls.append(1)
+        return ids, vecs
+
+    idx, rebuilt = VectorIndex.load_or_rebuild(
+        path, dim=vecs.shape[1], model_id=model_id, expected_count=len(ids),
+        generation=generation, vectors=loader,
+    )
+    return idx, rebuilt, calls
+
+
+def test_knn_recall_and_growth():
+    n, dim = 3000, 32
+    vecs = _vecs(n, dim)
+    idx = VectorIndex(dim, "m", capacity=16)  # must grow on its own
+    for start in range(0, n, 500):
+        idx.add(np.arange(start, start + 500), vecs[start : start + 500])
+    assert idx.count == n
+    queries = _vecs(50, dim, seed=1)
+    exact = np.argsort(-(queries @ vecs.T), axis=1)[:, :10]
+    hits = 0
+    for q, truth in zip(queries, exact, strict=True):
+        got = [i for i, _ in idx.knn(q, 10)]
+        hits += len(set(got) & set(truth.tolist()))
+    assert hits / (10 * len(queries)) >= 0.98
+
+
+def test_scores_are_inner_products_and_delete_and_update():
+    vecs = _vecs(20)
+    idx = VectorIndex(32, "m")
+    idx.add(np.arange(20), vecs)
+    (best, score), *_ = idx.knn(vecs[3], 1)
+    assert best == 3 and score == pytest.approx(1.0, abs=1e-5)
+    idx.mark_deleted([3])
+    assert 3 not in {i for i, _ in idx.knn(vecs[3], 19)} and idx.count == 19
+    idx.add([3], vecs[5:6])  # re-added label with a new vector
+    assert idx.count == 20
+    assert idx.knn(vecs[5], 2)[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert len(idx.knn(vecs[0], 100)) == 20  # k larger than the index is fine
+
+
+def test_save_load_and_stale_detection(tmp_path):
+    path = tmp_path / "index.hnsw"
+    ids, vecs = np.arange(50), _vecs(50)
+    idx, rebuilt, calls = _open(path, ids, vecs)
+    assert rebuilt and calls and path.exists()  # missing -> rebuilt and saved
+    idx.mark_deleted([7])
+    idx.save(path, generation=2)
+    side = json.loads(sidecar_path(path).read_text())
+    assert side["count"] == 49 and side["model_id"] == "m" and side["generation"] == 2
+    idx2, rebuilt, calls = _open(path, ids[ids != 7], vecs[ids != 7], generation=2)
+    assert not rebuilt and not calls and idx2.count == 49 and 7 not in idx2
+    # stale generation / other model -> rebuilt from the vectors
+    _, rebuilt, _ = _open(path, ids, vecs, generation=3)
+    assert rebuilt
+    _, rebuilt, _ = _open(path, ids, vecs, generation=3, model_id="other")
+    assert rebuilt
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "sidecar"])
+def test_corrupt_index_is_rebuilt(tmp_path, damage):
+    path = tmp_path / "index.hnsw"
+    ids, vecs = np.arange(40), _vecs(40)
+    _open(path, ids, vecs)
+    if damage == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00garbage" * 1000)
+    else:
+        sidecar_path(path).write_text("{not json")
+    idx, rebuilt, calls = _open(path, ids, vecs)
+    assert rebuilt and calls and idx.count == 40
+    assert idx.knn(vecs[9], 1)[0][0] == 9
+
+
+def test_garbage_with_matching_sidecar_is_rebuilt(tmp_path):
+    # Even if the sidecar looks right, an unreadable index must not crash the app.
+    path = tmp_path / "index.hnsw"
+    ids, vecs = np.arange(10), _vecs(10)
+    _open(path, ids, vecs)
+    meta = json.loads(sidecar_path(path).read_text())
+    path.write_bytes(b"\xff" * meta["index_bytes"])
+    idx, rebuilt, _ = _open(path, ids, vecs)
+    assert rebuilt and idx.count == 10
