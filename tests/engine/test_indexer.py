@@ -1,0 +1,243 @@
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import imaging
+from engine.library import Library
+
+
+@pytest.fixture
+def photos(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def lib(tmp_path, photos, fake_embedder):
+    library = Library.open(tmp_path / "lib", fake_embedder)
+    library.add_folder(photos)
+    yield library
+    library.close()
+
+
+def _consistent(lib):
+    """Every ok/offline photo has a vector and the index holds exactly those photos."""
+    cat = lib.catalog
+    ids, _ = cat.indexable_vectors(lib.embedder.model_id)
+    rows = cat.photos_where("status IN ('ok', 'offline')")
+    assert {r.id for r in rows} == set(ids.tolist())
+    assert lib.vector_index.ids() == set(ids.tolist())
+
+
+def test_new_unchanged_changed_deleted(lib, make_image, photos, fake_embedder):
+    a = make_image("a.jpg", "red")
+    make_image("sub/b.png", "green")
+    c = make_image("c.jpg", "blue")
+    r = lib.index()
+    assert (r.indexed, r.unchanged, r.failed) == (3, 0, [])
+    assert fake_embedder.embedded == 3
+    r = lib.index()
+    assert (r.indexed, r.unchanged) == (0, 3) and fake_embedder.embedded == 3
+
+    make_image("a.jpg", "blue", seed=1)
+    st = os.stat(a)
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    r = lib.index()
+    assert (r.indexed, r.unchanged) == (1, 2) and fake_embedder.embedded == 4
+    assert lib.search_text("blue", top_k=1).hits[0].path in (str(a), str(c))
+
+    c.unlink()
+    r = lib.index()
+    assert r.removed == 1 and lib.status().photo_count == 2
+    _consistent(lib)
+
+
+def test_touched_file_with_same_bytes_is_not_reembedded(lib, make_image, fake_embedder):
+    a = make_image("a.jpg")
+    lib.index()
+    os.utime(a, (1, 1))
+    r = lib.index()
+    assert r.unchanged == 1 and fake_embedder.embedded == 1
+
+
+def test_moved_and_renamed_files_are_not_reembedded(lib, make_image, photos, fake_embedder):
+    a = make_image("a.jpg", "red")
+    b = make_image("b.jpg", "green")
+    lib.index()
+    old_id = lib.catalog.photo_by_path(str(a)).id
+    (photos / "new dir").mkdir()
+    moved = photos / "new dir" / "renamed.jpg"
+    a.rename(moved)
+    b.rename(photos / "b2.jpg")
+    r = lib.index()
+    assert (r.moved, r.indexed, r.removed) == (2, 0, 0)
+    assert fake_embedder.embedded == 2
+    row = lib.catalog.photo_by_path(str(moved))
+    assert row is not None and row.id == old_id
+    assert lib.search_text("red", top_k=1).hits[0].path == str(moved)
+    _consistent(lib)
+
+
+def test_bad_files_are_recorded_with_reasons_and_retried_only_when_changed(
+    lib, make_image, photos, monkeypatch, fake_embedder
+):
+    make_image("good.jpg")
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "page.jpg").write_text("<html><body>Not found</body></html>")
+    (photos / "noise.png").write_bytes(os.urandom(3000))
+    good = (photos / "good.jpg").read_bytes()
+    (photos / "cut.jpg").write_bytes(good[: len(good) // 3])
+    Image.new("1", (12000, 10000)).save(photos / "bomb.png")
+    make_image("locked.jpg")
+    if os.geteuid() != 0:
+        os.chmod(photos / "locked.jpg", 0)
+    else:  # root reads anything: simulate the permission error at open()
+        real_open = open
+
+        def fake_open(path, *a, **k):
+            if str(path).endswith("locked.jpg"):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *a, **k)
+
+        monkeypatch.setattr(imaging, "open", fake_open, raising=False)
+
+    r = lib.index()
+    reasons = {os.path.basename(p): why for p, why in r.failed}
+    assert reasons == {
+        "empty.jpg": "empty file (0 bytes)",
+        "page.jpg": "not an image (looks like text/HTML)",
+        "noise.png": "not an image (unrecognised file format)",
+        "cut.jpg": "truncated or corrupt image data",
+        "bomb.png": "image too large (120 megapixels, limit 100)",
+        "locked.jpg": "permission denied",
+    }
+    assert r.indexed == 1
+    assert all(os.path.isabs(p) for p, _ in r.failed)
+    assert len(lib.failures()) == 6 and lib.status().failures == 6
+
+    calls = []
+    real_decode = imaging.decode_image
+    monkeypatch.setattr(imaging, "decode_image", lambda *a, **k: calls.append(a) or real_decode(*a, **k))
+    r = lib.index()
+    assert calls == [] and len(r.failed) == 6  # not retried: (size, mtime) unchanged
+
+    shutil.copy(photos / "good.jpg", photos / "cut.jpg")
+    os.utime(photos / "cut.jpg", (5, 5))
+    r = lib.index()
+    assert r.indexed == 1 and len(r.failed) == 5
+    _consistent(lib)
+
+
+def test_awkward_but_valid_images(lib, make_image, photos, tmp_path):
+    make_image("ünïcödé 📷 photo.jpg", "red")
+    make_image("UPPER.JPG", "green")
+    make_image("cmyk.jpg", "blue", mode="CMYK")
+    make_image("alpha.png", (255, 0, 0), mode="RGBA")
+    make_image("pal.gif", "yellow", mode="P")
+    make_image("tiff.TIFF", "white")
+    make_image("x.webp", "red")
+    make_image("x.bmp", "green")
+    Image.fromarray(np.full((20, 20), 40000, np.uint16)).save(photos / "sixteen.png")
+    exif = Image.Exif()
+    exif[274] = 8
+    Image.new("RGB", (40, 20), "red").save(photos / "rotated.jpg", exif=exif.tobytes())
+    Image.new("RGB", (6000, 4000), "blue").save(photos / "big.jpg", quality=60)
+    (photos / "notes.txt").write_text("not a photo")
+    r = lib.index()
+    assert r.failed == [] and r.indexed == 11
+    row = lib.catalog.photo_by_path(str(photos / "rotated.jpg"))
+    assert (row.width, row.height) == (20, 40)
+    big = lib.catalog.photo_by_path(str(photos / "big.jpg"))
+    assert (big.width, big.height) == (6000, 4000)
+    assert lib.thumbnail_path(photos / "big.jpg").exists()
+
+
+def test_hidden_entries_symlink_loops_and_dangling_links(lib, make_image, photos):
+    make_image("ok.jpg")
+    make_image(".hidden.jpg")
+    make_image(".cache/inside.jpg")
+    make_image("deep/nested/x.png")
+    os.symlink(photos, photos / "deep" / "loop")
+    os.symlink(photos / "missing.jpg", photos / "dangling.jpg")
+    r = lib.index()
+    assert r.indexed == 2 and r.failed == []
+
+
+def test_unmounted_folder_goes_offline_and_comes_back_without_reembedding(
+    lib, make_image, photos, tmp_path, fake_embedder
+):
+    for i in range(3):
+        make_image(f"p{i}.jpg", seed=i)
+    lib.index()
+    away = tmp_path / "unplugged"
+    photos.rename(away)
+    r = lib.index()
+    assert r.offline == 3 and r.removed == 0
+    st = lib.status()
+    assert st.offline_folders == [str(photos)] and st.offline_photos == 3 and st.photo_count == 3
+    assert lib.search_text("red").hits[0].status == "offline"
+    # an empty mount point looks the same as an absent drive
+    photos.mkdir()
+    assert lib.index().offline == 3
+    photos.rmdir()
+    away.rename(photos)
+    r = lib.index()
+    assert (r.unchanged, r.indexed, r.offline) == (3, 0, 0)
+    assert fake_embedder.embedded == 3
+    assert lib.status().offline_photos == 0 and lib.folders()[0].online
+    _consistent(lib)
+
+
+def test_index_paths_incremental(lib, make_image, photos, fake_embedder):
+    a = make_image("a.jpg", "red")
+    lib.index()
+    b = make_image("b.jpg", "green")
+    assert lib.index_paths([b]).indexed == 1
+    new = photos / "moved.jpg"
+    a.rename(new)
+    r = lib.index_paths([a, new])
+    assert (r.moved, r.indexed) == (1, 0) and fake_embedder.embedded == 2
+    sub = photos / "sub"
+    sub.mkdir()
+    make_image("sub/c.jpg", "blue")
+    assert lib.index_paths([sub]).indexed == 1
+    shutil.rmtree(sub)
+    assert lib.index_paths([sub]).removed == 1
+    b.unlink()
+    assert lib.index_paths([b]).removed == 1
+    assert lib.index_paths([photos.parent / "elsewhere.jpg"]).indexed == 0
+    _consistent(lib)
+
+
+def test_progress_and_cancel(lib, make_image, fake_embedder):
+    for i in range(80):
+        make_image(f"p{i:03}.jpg", seed=i)
+    seen = []
+    cancel = threading.Event()
+
+    def progress(p):
+        seen.append(p)
+        if p.done >= 40:
+            cancel.set()
+
+    r = lib.index(progress=progress, cancel=cancel)
+    assert r.cancelled and r.indexed < 80
+    assert seen[-1].total == 80 and seen[-1].current_path.endswith(".jpg")
+    assert any(p.eta_s is not None for p in seen)
+    _consistent(lib)
+    r = lib.index()
+    assert r.indexed + r.unchanged == 80 and not r.cancelled
+    _consistent(lib)
+
+
+def test_duplicate_content_shares_one_embedding(lib, make_image, photos, fake_embedder):
+    a = make_image("a.jpg", seed=3)
+    shutil.copy(a, photos / "copy.jpg")
+    r = lib.index()
+    assert r.indexed == 2 and fake_embedder.embedded <= 2
+    assert lib.status().photo_count == 2
