@@ -385,7 +385,7 @@ class Indexer:
                 photo_id, kind = self._write_ok(conn, cand, prep)
                 if kind == "moved":
                     report.moved += 1
-                elif kind == "same":
+                elif kind == "same" and digest not in vectors:
                     report.unchanged += 1
                 else:
                     report.indexed += 1
