@@ -124,6 +124,7 @@ class OpenLibraryJob(Job):
         super().__init__()
         self.library_dir = library_dir
         self.embedder_factory = embedder_factory
+        self.reembedding = False
 
     def work(self) -> Any:
         from engine.library import Library
@@ -132,7 +133,17 @@ class OpenLibraryJob(Job):
         if self.cancel.is_set():
             raise JobCancelled()
         self.library_dir.mkdir(parents=True, exist_ok=True)
-        return Library.open(self.library_dir, embedder)
+        from engine.errors import ModelMismatchError
+
+        try:
+            return Library.open(self.library_dir, embedder)
+        except ModelMismatchError as exc:
+            # The photos were embedded by another model (e.g. the shipped model was
+            # updated). The app cannot ask which checkpoint that was, so it adopts the
+            # current one and the start-up reconcile re-embeds; old vectors stay stored.
+            log.warning("%s; re-embedding with the current model", exc)
+            self.reembedding = True
+            return Library.open(self.library_dir, embedder, reembed=True)
 
 
 class IndexJob(Job):

@@ -192,10 +192,9 @@ class MainWindow(QMainWindow):
         self.progress.setVisible(True)
         self._show_message("Loading the matching model\u2026")
         ckpt = sd.checkpoint(self.settings)
+        self._open_job = OpenLibraryJob(self.library_dir, lambda: self.embedder_factory(ckpt))
         self.runner.submit(
-            OpenLibraryJob(self.library_dir, lambda: self.embedder_factory(ckpt)),
-            on_finished=self._on_library_opened,
-            on_failed=self._on_library_failed,
+            self._open_job, on_finished=self._on_library_opened, on_failed=self._on_library_failed
         )
 
     # ------------------------------------------------------------------ UI construction
@@ -412,7 +411,10 @@ class MainWindow(QMainWindow):
         self.model_id = getattr(lib.embedder, "model_id", None)
         self.progress.setVisible(False)
         self.progress.setRange(0, 100)
-        self._set_status("Ready")
+        self._set_status(
+            "The model changed since the last run: re-reading every photo"
+            if self._open_job.reembedding else "Ready"
+        )
         self._refresh_status(first=True)
         self.library_opened.emit()
         if self._search_when_open:
@@ -856,6 +858,11 @@ class MainWindow(QMainWindow):
         if self.lib is None:
             return
         lib = self.lib
+        if self._index_job is not None:
+            # Removing waits for the running indexing pass (the engine serialises them);
+            # stop it so the folder goes away now, then reconcile what is left.
+            self._index_job.cancel.set()
+            self._full_index_wanted = True
 
         def work() -> Any:
             lib.remove_folder(Path(path))

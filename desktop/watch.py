@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ class WatchBridge(QObject):
         if folders == self._folders and self._watcher is not None:
             return
         self._folders = folders
-        self.stop()
+        # Joining watchdog threads can take a moment; the GUI thread must not wait on it.
+        self.stop(wait=False)
         if not folders:
             return
         try:
@@ -58,13 +60,22 @@ class WatchBridge(QObject):
             log.exception("could not start the folder watcher")
             self._watcher = None
 
-    def stop(self) -> None:
-        if self._watcher is not None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop watching. `wait=False` joins the watchdog threads off the GUI thread."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is None:
+            return
+
+        def _stop() -> None:
             try:
-                self._watcher.stop()
+                watcher.stop()
             except Exception:  # noqa: BLE001
                 log.exception("stopping the folder watcher failed")
-            self._watcher = None
+
+        if wait:
+            _stop()
+        else:
+            threading.Thread(target=_stop, name="ps-watch-stop", daemon=True).start()
 
 
 def _make_watcher(folders: list[Path], callback: Any, debounce_s: float) -> Any:

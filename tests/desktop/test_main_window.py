@@ -1,0 +1,259 @@
+"""The window end to end: real Library + FakeEmbedder, offscreen Qt."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import QListWidgetItem
+
+from engine.embedder import FakeEmbedder
+from engine.library import Library
+from tests.desktop.conftest import SlowFakeEmbedder, wait_indexed, write_photo
+
+
+def _indexed_window(make_window, qtbot, photos: Path, **kw):  # type: ignore[no-untyped-def]
+    win = make_window(**kw)
+    win.add_folder(str(photos))
+    wait_indexed(qtbot, win, 8)
+    return win
+
+
+def _search(qtbot, win, text: str) -> None:  # type: ignore[no-untyped-def]
+    win.search.setFocus()
+    win.search.clear()
+    qtbot.keyClicks(win.search, text)
+    qtbot.waitUntil(
+        lambda: win.model.rowCount() > 0 and win._last_request is not None
+        and win._last_request.query == text and not win._debounce.isActive(),
+        timeout=10000,
+    )
+    qtbot.wait(50)
+
+
+def _names(win, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+    return [os.path.basename(p) for p in win.model.paths()[:n]]
+
+
+def test_first_run_shows_welcome_then_indexes(make_window, qtbot, photos):
+    win = make_window()
+    qtbot.waitUntil(lambda: win.pages.currentWidget() is win.welcome, timeout=5000)
+    win.welcome.add_folder(str(photos))
+    assert str(photos) in win.welcome.chosen()
+    win.welcome.start.emit([str(photos)])
+    wait_indexed(qtbot, win, 8)
+    assert win.pages.currentWidget() is win.message
+    assert "Type to search your 8 photos" in win.message.text()
+
+
+def test_typing_a_query_fills_the_grid(make_window, qtbot, photos):
+    win = _indexed_window(make_window, qtbot, photos)
+    _search(qtbot, win, "red")
+    assert win.pages.currentWidget() is win.grid
+    assert sorted(_names(win, 2)) == ["red_0.jpg", "red_1.jpg"]
+    assert not win.banner.isVisible()
+    # Tooltip: path, date and score.
+    tip = win.model.data(win.model.index(0), 3)  # ToolTipRole
+    assert win.model.paths()[0] in tip and "score" in tip
+    _search(qtbot, win, "blue")
+    assert sorted(_names(win, 2)) == ["blue_0.jpg", "blue_1.jpg"]
+    # Thumbnails come from the engine's cache through the worker pool.
+    qtbot.waitUntil(lambda: win.loader.cached(win.model.paths()[0])[1] is not None, timeout=5000)
+    # Clearing the box goes back to the empty state.
+    win.set_query("")
+    qtbot.waitUntil(lambda: win.pages.currentWidget() is win.message, timeout=3000)
+    assert "8 photos" in win.message.text()
+
+
+def test_folder_filter(make_window, qtbot, photos, tmp_path):
+    other = tmp_path / "other"
+    write_photo(other / "red_other.jpg", (220, 30, 30), seed=99)
+    win = make_window()
+    win.add_folder(str(photos))
+    win.add_folder(str(other))
+    wait_indexed(qtbot, win, 9)
+    _search(qtbot, win, "red")
+    assert "red_other.jpg" in _names(win, 3)
+    i = win.folder_combo.findData(str(photos.resolve()))
+    assert i > 0
+    win.folder_combo.setCurrentIndex(i)
+    qtbot.waitUntil(lambda: "red_other.jpg" not in _names(win, 9), timeout=5000)
+    assert win.model.rowCount() == 8
+
+
+def test_weak_match_shows_the_banner(make_window, qtbot, photos):
+    def factory(_ckpt: str) -> FakeEmbedder:
+        emb = FakeEmbedder()
+        emb.weak_match_threshold = 1.5  # nothing can reach it: every result is weak
+        return emb
+
+    win = _indexed_window(make_window, qtbot, photos, factory=factory)
+    _search(qtbot, win, "zebra submarine")
+    qtbot.waitUntil(lambda: win.banner.isVisible(), timeout=5000)
+    assert "No good match" in win.banner.text()
+    assert win.model.rowCount() == 8  # still shows the closest photos
+
+
+def test_context_menu_actions(make_window, qtbot, photos, monkeypatch):
+    win = _indexed_window(make_window, qtbot, photos)
+    _search(qtbot, win, "red")
+    _search(qtbot, win, "green")  # both queries join the caption bank
+    win._select_row(0)
+    path = win.model.paths()[0]
+    assert os.path.basename(path).startswith("green")
+    menu = win.build_context_menu()
+    texts = [a.text().split("\t")[0] for a in menu.actions() if a.text()]
+    assert {"Find similar captions", "Find similar photos", "Open", "Show in folder",
+            "Copy path"} <= set(texts)
+
+    urls: list[QUrl] = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda u: urls.append(u) or True))
+    win.act_open.trigger()
+    assert urls[-1].toLocalFile() == path
+    win.act_show_folder.trigger()
+    assert Path(urls[-1].toLocalFile()) == Path(path).parent
+
+    win.act_copy.trigger()
+    assert QGuiApplication.clipboard().text() == path
+
+    win.act_captions.trigger()
+    assert win.captions_panel.isVisible()
+    qtbot.waitUntil(lambda: bool(win.captions_panel.captions()), timeout=5000)
+    caps = win.captions_panel.captions()
+    assert caps[0] == "green"
+    item: QListWidgetItem = win.captions_panel.list.item(1)
+    win.captions_panel.list.itemClicked.emit(item)
+    assert win.search.text() == item.data(0x0100)
+    qtbot.waitUntil(lambda: win._last_request.query == win.search.text(), timeout=3000)
+
+    win._select_row(0)
+    qtbot.waitUntil(lambda: win.model.rowCount() > 0, timeout=3000)
+    _search(qtbot, win, "green")
+    win._select_row(0)
+    source = win.current_path()
+    win.act_similar.trigger()
+    assert win.similar_bar.isVisible()
+    qtbot.waitUntil(
+        lambda: win.model.rowCount() > 0 and source not in win.model.paths(), timeout=5000
+    )
+    # The other green photo is the closest one.
+    assert _names(win, 1)[0].startswith("green")
+
+
+def test_keyboard_preview_and_shortcuts(make_window, qtbot, photos, monkeypatch):
+    from PySide6.QtCore import Qt
+
+    win = _indexed_window(make_window, qtbot, photos)
+    _search(qtbot, win, "yellow")
+    win.grid.setFocus()
+    win._select_row(0)
+    urls: list[QUrl] = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda u: urls.append(u) or True))
+    qtbot.keyClick(win.grid, Qt.Key.Key_Return)
+    assert urls and urls[-1].toLocalFile() == win.model.paths()[0]
+
+    win.show_preview(0)
+    assert win.pages.currentWidget() is win.preview
+    qtbot.waitUntil(lambda: win.preview.image._pix is not None, timeout=5000)
+    qtbot.keyClick(win.preview, Qt.Key.Key_Right)
+    assert win.preview.row == 1
+    qtbot.keyClick(win.preview, Qt.Key.Key_Left)
+    assert win.preview.row == 0
+    qtbot.keyClick(win.preview, Qt.Key.Key_Escape)
+    assert win.pages.currentWidget() is win.grid
+
+    win.grid.setFocus()
+    win.act_find.trigger()
+    assert win.search.hasFocus() or QGuiApplication.focusObject() is win.search
+
+
+def test_adding_a_folder_starts_indexing_and_shows_progress(make_window, qtbot, tmp_path):
+    folder = tmp_path / "many"
+    for i in range(80):  # the engine embeds in batches of 32: 3 progress steps
+        write_photo(folder / f"p{i:03d}.jpg", (200, 40 + i, 40), seed=i, size=32)
+    win = make_window(factory=lambda _c: SlowFakeEmbedder(delay_s=0.03))
+    qtbot.waitUntil(lambda: win.pages.currentWidget() is win.welcome, timeout=5000)
+    win.add_folder(str(folder))
+    qtbot.waitUntil(lambda: win.is_indexing(), timeout=5000)
+    qtbot.waitUntil(
+        lambda: win.progress.isVisible() and win.progress.maximum() == 80
+        and 0 < win.progress.value() < 80,
+        timeout=10000,
+    )
+    assert "/ 80 photos" in win.status_text()
+    wait_indexed(qtbot, win, 80, timeout=30000)
+    assert not win.progress.isVisible()
+    assert "80 photos indexed" in win.status_text()
+
+
+def test_failures_are_counted_and_listed(make_window, qtbot, photos):
+    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    win = _indexed_window(make_window, qtbot, photos)
+    qtbot.waitUntil(lambda: win.failures_btn.isVisible(), timeout=5000)
+    assert "1" in win.failures_btn.text()
+    win.failures_btn.click()
+    qtbot.waitUntil(lambda: getattr(win, "failures_dialog", None) is not None, timeout=5000)
+    table = win.failures_dialog.table
+    assert table.rowCount() == 1 and table.item(0, 0).text().endswith("broken.jpg")
+    assert table.item(0, 1).text()
+
+
+def test_new_file_in_watched_folder_appears_in_results(make_window, qtbot, tmp_path):
+    folder = tmp_path / "watched"
+    write_photo(folder / "red_0.jpg", (220, 30, 30), seed=1)
+    write_photo(folder / "green_0.jpg", (30, 200, 40), seed=2)
+    win = make_window(watch=True)
+    win.add_folder(str(folder))
+    wait_indexed(qtbot, win, 2)
+    _search(qtbot, win, "blue")
+    assert not any("blue" in p for p in win.model.paths())
+    qtbot.wait(300)  # let the observer settle before the change
+    write_photo(folder / "blue_new.jpg", (30, 40, 220), seed=3)
+    qtbot.waitUntil(lambda: _names(win, 1) == ["blue_new.jpg"], timeout=15000)
+
+
+def test_switching_model_reembeds_and_search_keeps_working(make_window, qtbot, photos):
+    win = _indexed_window(make_window, qtbot, photos)
+    _search(qtbot, win, "red")
+    assert win.lib.embedder.model_id == "fake-32-0"
+    win.switch_model("other")
+    qtbot.waitUntil(lambda: win._switch_job is None, timeout=15000)
+    assert win.lib.embedder.model_id == "fake-other"
+    assert win.model_id == "fake-other"
+    assert win.settings.value("model/checkpoint") == "other"
+    _search(qtbot, win, "green")
+    assert sorted(_names(win, 2)) == ["green_0.jpg", "green_1.jpg"]
+
+
+def test_quitting_mid_indexing_leaves_a_consistent_library(make_window, qtbot, tmp_path):
+    folder = tmp_path / "hundred"
+    for i in range(100):
+        write_photo(folder / f"p{i:03d}.jpg", (i * 2, 100, 200 - i), seed=i, size=32)
+    lib_dir = tmp_path / "lib100"
+    win = make_window(factory=lambda _c: SlowFakeEmbedder(delay_s=0.02), library=lib_dir)
+    win.add_folder(str(folder))
+    qtbot.waitUntil(lambda: win.progress.value() >= 10, timeout=20000)
+    win.close()  # mid-indexing
+    assert win.lib is None
+    assert win.runner.pool.activeThreadCount() == 0
+
+    emb = FakeEmbedder()
+    lib = Library.open(lib_dir, emb)  # the lock was released
+    try:
+        cat = lib.catalog
+        ok_hashes = {r.content_hash for r in cat.photos_where("status = 'ok'")}
+        embedded = cat.embedded_hashes(emb.model_id)
+        assert ok_hashes and ok_hashes <= embedded
+        n = cat.count_indexable(emb.model_id)
+        assert 0 < n < 100
+        assert lib.vector_index.count == n
+        # The next start resumes where it stopped.
+        report = lib.index()
+        assert report.indexed + report.unchanged == 100
+        assert lib.vector_index.count == cat.count_indexable(emb.model_id) == 100
+        assert np.isfinite(lib.search_text("blue").best_score)
+    finally:
+        lib.close()
