@@ -24,6 +24,9 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+screenshot: install
+	$(PY) scripts/screenshot.py
+
 lint: install
 	$(PY) -m ruff check .
 
