@@ -115,7 +115,7 @@ class Indexer:
         save_index: Callable[[], None],
         batch_size: int = BATCH_SIZE,
         workers: int = DEFAULT_WORKERS,
-        save_every_s: float = SAVE_EVERY_S,
+        save_every_s: float | None = None,
     ) -> None:
         self.catalog = catalog
         self.index = index
@@ -124,7 +124,7 @@ class Indexer:
         self.save_index = save_index
         self.batch_size = batch_size
         self.workers = workers
-        self.save_every_s = save_every_s
+        self.save_every_s = SAVE_EVERY_S if save_every_s is None else save_every_s
         self._known: set[str] = set()
         self._last_save = time.monotonic()
 
