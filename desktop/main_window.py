@@ -21,6 +21,7 @@ from PySide6.QtCore import (
     QModelIndex,
     QProcess,
     QSettings,
+    QSize,
     Qt,
     QTimer,
     QUrl,
@@ -33,6 +34,7 @@ from PySide6.QtGui import (
     QGuiApplication,
     QKeyEvent,
     QKeySequence,
+    QResizeEvent,
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -128,6 +130,25 @@ class PhotoGridView(QListView):
         self.setMouseTracking(True)  # hover highlight
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.verticalScrollBar().valueChanged.connect(lambda _v: self.scrolled.emit())
+
+    def relayout_cells(self) -> None:
+        """Stretch cells so whole columns fill the width (no ragged empty strip on the right)."""
+        delegate = self.itemDelegate()
+        if not isinstance(delegate, PhotoDelegate):
+            return
+        side = delegate.thumb_size + 2 * delegate.padding
+        # Reserve the scroll bar's width even when hidden, else showing it re-flows the grid
+        # and can flip back and forth.
+        avail = self.width() - 2 * self.frameWidth() - self.verticalScrollBar().sizeHint().width() - 2
+        columns = max(1, avail // side)
+        cell = QSize(max(side, avail // columns), side)
+        if cell != delegate.cell_size:
+            delegate.cell_size = cell
+            self.setGridSize(cell)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        self.relayout_cells()
+        super().resizeEvent(event)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         idx = self.currentIndex()
@@ -275,6 +296,7 @@ class MainWindow(QMainWindow):
         self.grid = PhotoGridView()
         self.delegate = PhotoDelegate(self.grid, sd.thumb_size(self.settings))
         self.grid.setItemDelegate(self.delegate)
+        self.grid.relayout_cells()
         self.grid.setModel(self.model)
         self.grid.doubleClicked.connect(lambda idx: self.show_preview(idx.row()))
         self.grid.preview_requested.connect(lambda idx: self.show_preview(idx.row()))
@@ -930,10 +952,7 @@ class MainWindow(QMainWindow):
     def set_thumb_size(self, px: int) -> None:
         self.settings.setValue(sd.KEY_THUMB_SIZE, int(px))
         self.delegate.set_thumb_size(int(px))
-        # Cells changed size: make the view re-lay out (uniform sizes are cached).
-        self.grid.setUniformItemSizes(False)
-        self.grid.setUniformItemSizes(True)
-        self.grid.doItemsLayout()
+        self.grid.relayout_cells()
 
     def switch_model(self, checkpoint: str) -> None:
         """Re-embed the library with another checkpoint in the background."""

@@ -123,11 +123,15 @@ class PhotoDelegate(QStyledItemDelegate):
         super().__init__(parent)
         self.thumb_size = thumb_size
         self.padding = 6
+        # Set by the view to its grid cell (thumb + padding, widened to fill the row).
+        self.cell_size = QSize()
 
     def set_thumb_size(self, px: int) -> None:
         self.thumb_size = px
 
     def sizeHint(self, option: QStyleOptionViewItem, index: _Index) -> QSize:
+        if self.cell_size.isValid():
+            return self.cell_size
         side = self.thumb_size + 2 * self.padding
         return QSize(side, side)
 

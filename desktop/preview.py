@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 from collections.abc import Callable
@@ -64,7 +65,10 @@ class _ImageLabel(QLabel):
         if self._pix is None or self._pix.isNull():
             return
         ratio = self.devicePixelRatioF()
+        # Enlarge small photos at most 2x: more than that looks blocky, while a postage
+        # stamp in a big empty pane looks broken.
         target = self.size() * ratio
+        target = target.boundedTo(self._pix.size() * 2)
         scaled = self._pix.scaled(
             target, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
         )
@@ -124,8 +128,11 @@ class PreviewPane(QWidget):
         self._generation += 1
         gen = self._generation
         self.image.set_pixmap(None, "Loading\u2026")
-        self.caption.setText(f"<b>{os.path.basename(hit.path)}</b> &nbsp; {format_date(hit.date)}"
-                             f"<br><span>{hit.path}</span>")
+        dims = f" &nbsp; {hit.width} \u00d7 {hit.height} px" if hit.width and hit.height else ""
+        self.caption.setText(
+            f"<b>{html.escape(os.path.basename(hit.path))}</b> &nbsp; {format_date(hit.date)}"
+            f"{dims}<br>{html.escape(hit.path)}"
+        )
         self.position.setText(f"{row + 1:,} of {len(hits):,}")
         self.prev_btn.setEnabled(row > 0)
         self.next_btn.setEnabled(row < len(hits) - 1)
