@@ -179,3 +179,30 @@ def test_remove_folder_and_thumbnails(lib, make_image, tmp_path):
     lib.remove_folder(tmp_path / "photos")
     assert lib.status().photo_count == 0 and lib.folders() == [] and a.exists()
     assert lib.search_text("red").hits == []
+
+
+def test_search_from_another_thread_while_indexing(lib, make_image, tmp_path):
+    import threading
+
+    for i in range(120):
+        make_image(f"p{i:03}.jpg", "red", size=(24, 24), seed=i)
+    lib.add_folder(tmp_path / "photos")
+    errors, counts = [], []
+    done = threading.Event()
+
+    def searcher():
+        while not done.is_set():
+            try:
+                counts.append(len(lib.search_text("red", top_k=10).hits))
+            except Exception as exc:  # noqa: BLE001 - collected for the assert
+                errors.append(exc)
+
+    t = threading.Thread(target=searcher)
+    t.start()
+    try:
+        lib.index()
+    finally:
+        done.set()
+        t.join()
+    assert errors == [] and counts
+    assert len(lib.search_text("red", top_k=10).hits) == 10
