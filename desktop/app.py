@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -86,4 +87,10 @@ def run_app(argv: list[str] | None = None) -> int:
     window.show()
     # aboutToQuit covers quitting without closing the window (e.g. a session logout).
     app.aboutToQuit.connect(window.shutdown)
+    # Ctrl+C in the terminal: close like the window's close button (jobs cancelled, library
+    # closed). Python only runs signal handlers between bytecodes, so a timer wakes it.
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    wake = QTimer()
+    wake.timeout.connect(lambda: None)
+    wake.start(250)
     return int(app.exec())

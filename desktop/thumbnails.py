@@ -86,10 +86,13 @@ class _ThumbTask(QRunnable):
         self.path = path
         self.generation = generation
         self.image: QImage | None = None
+        self.skipped = False
 
     def run(self) -> None:
         # A stale task (the view moved on) finishes at once: it never touches the disk.
-        if not self.loader.is_stale(self.generation):
+        if self.loader.is_stale(self.generation):
+            self.skipped = True
+        else:
             self.image = load_thumbnail_image(self.lib, self.path)
         self.loader._signals.loaded.emit(self)
 
@@ -171,8 +174,13 @@ class ThumbnailLoader(QObject):
         path, img = task.path, task.image
         if self._pending.get(path) is task:
             del self._pending[path]
-        if self.is_stale(task.generation):
+        if task.skipped:
+            # The view may have painted this item while the request was queued; tell it,
+            # so a still-visible item repaints and asks again instead of staying grey.
+            self.thumbnail_ready.emit(path)
             return
+        # A finished load is kept even if it is stale: the work is done and the photo is
+        # likely to scroll back into view.
         pix = QPixmap.fromImage(img) if img is not None and not img.isNull() else None
         self._cache[path] = pix
         self._cache.move_to_end(path)
