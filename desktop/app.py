@@ -27,7 +27,9 @@ def default_library_dir() -> Path:
 
 def dark_palette() -> QPalette:
     p = QPalette()
-    window, base, text = QColor(37, 37, 40), QColor(28, 28, 30), QColor(230, 230, 232)
+    # Window and base are kept apart enough that checkboxes and inputs (drawn in Base)
+    # stand out from the background; too close and an unchecked box disappears.
+    window, base, text = QColor(45, 45, 49), QColor(26, 26, 28), QColor(230, 230, 232)
     roles = {
         QPalette.ColorRole.Window: window,
         QPalette.ColorRole.WindowText: text,
@@ -36,14 +38,14 @@ def dark_palette() -> QPalette:
         QPalette.ColorRole.ToolTipBase: QColor(50, 50, 54),
         QPalette.ColorRole.ToolTipText: text,
         QPalette.ColorRole.Text: text,
-        QPalette.ColorRole.Button: QColor(52, 52, 56),
+        QPalette.ColorRole.Button: QColor(62, 62, 67),
         QPalette.ColorRole.ButtonText: text,
         QPalette.ColorRole.BrightText: QColor(255, 90, 90),
         QPalette.ColorRole.Highlight: QColor(64, 128, 220),
         QPalette.ColorRole.HighlightedText: QColor(255, 255, 255),
         QPalette.ColorRole.Link: QColor(110, 170, 255),
         QPalette.ColorRole.PlaceholderText: QColor(140, 140, 146),
-        QPalette.ColorRole.Mid: QColor(90, 90, 96),
+        QPalette.ColorRole.Mid: QColor(110, 110, 116),
         QPalette.ColorRole.Dark: QColor(20, 20, 22),
         QPalette.ColorRole.Light: QColor(70, 70, 76),
     }

@@ -257,3 +257,31 @@ def test_quitting_mid_indexing_leaves_a_consistent_library(make_window, qtbot, t
         assert np.isfinite(lib.search_text("blue").best_score)
     finally:
         lib.close()
+
+
+def test_window_appears_at_once_and_a_query_typed_while_loading_runs_later(qtbot, tmp_path):
+    import threading
+
+    from PySide6.QtCore import QSettings
+
+    from desktop.main_window import MainWindow
+
+    release = threading.Event()
+
+    def slow_factory(_ckpt: str) -> FakeEmbedder:
+        release.wait(10)  # the model "loads" until the test says so
+        return FakeEmbedder()
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(tmp_path / "lib", slow_factory, settings, watch=False)
+    qtbot.addWidget(win)
+    win.show()
+    assert "Loading model" in win.status_text()
+    qtbot.keyClicks(win.search, "red")
+    qtbot.wait(400)  # past the debounce: the search waits for the library
+    assert win.lib is None
+    release.set()
+    with qtbot.waitSignal(win.search_done, timeout=10000):
+        pass
+    assert win._last_request.query == "red"
+    win.shutdown()
