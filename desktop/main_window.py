@@ -17,6 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import (
     QDate,
+    QEvent,
     QItemSelectionModel,
     QModelIndex,
     QProcess,
@@ -229,6 +230,7 @@ class MainWindow(QMainWindow):
         self.search.setFont(f)
         self.search.textEdited.connect(self._on_query_edited)
         self.search.returnPressed.connect(self._search_now)
+        self.search.installEventFilter(self)
 
         self.folder_combo = QComboBox()
         self.folder_combo.setMinimumContentsLength(16)
@@ -1001,6 +1003,22 @@ class MainWindow(QMainWindow):
         self._next_index_work()
 
     # ------------------------------------------------------------------ misc
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        # Down arrow in the search box jumps into the results, so the keyboard alone is
+        # enough: Ctrl+F, type, Down, arrows, Enter.
+        if (
+            obj is self.search
+            and event.type() == QEvent.Type.KeyPress
+            and event.key() == Qt.Key.Key_Down
+            and self.model.rowCount()
+            and self.pages.currentWidget() is self.grid
+        ):
+            self.grid.setFocus()
+            if not self.grid.currentIndex().isValid():
+                self._select_row(0)
+            return True
+        return super().eventFilter(obj, event)
+
     def _set_status(self, text: str, timeout_ms: int = 0) -> None:
         if timeout_ms:
             self.statusBar().showMessage(text, timeout_ms)

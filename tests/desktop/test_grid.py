@@ -111,3 +111,17 @@ def test_thumbnail_size_setting_persists(make_window, tmp_path):
     win.shutdown()
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     assert int(settings.value("view/thumb_size")) == 200
+
+
+def test_preview_applies_exif_orientation(tmp_path):
+    from PIL import Image
+
+    from desktop.preview import load_preview_image
+
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.new("RGB", (40, 20), (200, 0, 0)).save(path, exif=exif)
+    img = load_preview_image(str(path))
+    assert img is not None and (img.width(), img.height()) == (20, 40)
+    assert load_preview_image(str(tmp_path / "gone.jpg")) is None

@@ -165,6 +165,10 @@ def test_keyboard_preview_and_shortcuts(make_window, qtbot, photos, monkeypatch)
     qtbot.keyClick(win.preview, Qt.Key.Key_Escape)
     assert win.pages.currentWidget() is win.grid
 
+    win.search.setFocus()
+    qtbot.keyClick(win.search, Qt.Key.Key_Down)
+    assert win.grid.currentIndex().row() == 0
+
     win.grid.setFocus()
     win.act_find.trigger()
     assert win.search.hasFocus() or QGuiApplication.focusObject() is win.search
