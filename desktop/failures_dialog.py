@@ -23,8 +23,9 @@ class FailuresDialog(QDialog):
         self.resize(760, 380)
         n = len(failures)
         intro = QLabel(
-            f"{n:,} file{'s' if n != 1 else ''} could not be indexed. They are retried "
-            "whenever they change on disk."
+            f"{n:,} file{'s' if n != 1 else ''} could not be indexed. "
+            f"{'They are' if n != 1 else 'It is'} tried again whenever "
+            f"{'they change' if n != 1 else 'it changes'} on disk."
             if n
             else "Every photo was read successfully."
         )
