@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "build" / "screenshots"))
     ap.add_argument("--query", default=QUERY)
     ap.add_argument("--dark", action="store_true", help="force the dark palette")
+    ap.add_argument("--checkpoint", default="", help="a retrained checkpoint instead of the shipped model")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dark:
         app.setPalette(dark_palette())
     settings = QSettings(str(lib_dir / "settings.ini"), QSettings.Format.IniFormat)
+    if args.checkpoint:
+        settings.setValue("model/checkpoint", str(Path(args.checkpoint).resolve()))
     win = MainWindow(lib_dir / "library", embedder_factory, settings)
     win.resize(1200, 800)
     win.show()
