@@ -194,7 +194,8 @@ class SearchJob(Job):
             result = self.lib.similar_photos(r.query, top_k=r.top_k)
         else:
             result = self.lib.search_text(
-                r.query, top_k=r.top_k, folder=r.folder, date_from=r.date_from, date_to=r.date_to
+                r.query, top_k=r.top_k, folder=r.folder, date_from=r.date_from,
+                date_to=r.date_to, remember=False,
             )
         return (r, result)
 

@@ -230,6 +230,7 @@ class MainWindow(QMainWindow):
         self.search.setFont(f)
         self.search.textEdited.connect(self._on_query_edited)
         self.search.returnPressed.connect(self._search_now)
+        self.search.returnPressed.connect(self._remember_query)
         self.search.installEventFilter(self)
 
         self.folder_combo = QComboBox()
@@ -767,8 +768,16 @@ class MainWindow(QMainWindow):
             return
         self._select_row(idx.row(), scroll=False)
         self._update_photo_actions()
+        self._remember_query()
         self.context_menu = self.build_context_menu()
         self.context_menu.popup(self.grid.viewport().mapToGlobal(pos))
+
+    def _remember_query(self) -> None:
+        # Only queries the user committed to (Enter, or acting on a result) become caption
+        # suggestions; search-as-you-type would otherwise store every half-typed prefix.
+        query = self.search.text().strip()
+        if query and self.lib is not None and self._similar_to is None:
+            self.runner.submit(FunctionJob("remember-query", lambda: self.lib.remember_query(query)))
 
     def build_context_menu(self) -> QMenu:
         menu = QMenu(self)
@@ -834,6 +843,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ preview
     def show_preview(self, row: int) -> None:
+        self._remember_query()
         if self.model.hit(row) is None:
             return
         self.pages.setCurrentWidget(self.preview)

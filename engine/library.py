@@ -365,18 +365,28 @@ class Library:
         folder: str | None = None,
         date_from: datetime | None = None,
         date_to: datetime | None = None,
+        remember: bool = True,
     ) -> SearchResult:
+        """Text -> photos. `remember=False` is for search-as-you-type, whose half-typed
+        queries must not become caption suggestions; call `remember_query` once the user
+        commits to a query (Enter, or acting on a result)."""
         embedder, index = self._active
         result = self.searcher.search_text(
             query, embedder, index, top_k, folder, date_from, date_to
         )
-        if not self.read_only:
-            # Past queries join the caption bank (photo -> captions suggestions).
-            try:
-                self.catalog.add_captions([query], "query")
-            except LibraryLockedError as exc:
-                log.debug("query not stored: %s", exc)
+        if remember:
+            self.remember_query(query)
         return result
+
+    def remember_query(self, query: str) -> None:
+        """Past queries join the caption bank (photo -> captions suggestions)."""
+        query = query.strip()
+        if self.read_only or not query:
+            return
+        try:
+            self.catalog.add_captions([query], "query")
+        except LibraryLockedError as exc:
+            log.debug("query not stored: %s", exc)
 
     def _photo_row(self, path: Path | str) -> PhotoRow:
         p = Path(path).expanduser()

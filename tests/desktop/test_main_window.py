@@ -68,6 +68,20 @@ def test_typing_a_query_fills_the_grid(make_window, qtbot, photos):
     assert "8 photos" in win.message.text()
 
 
+def test_only_committed_queries_become_caption_suggestions(make_window, qtbot, photos):
+    win = _indexed_window(make_window, qtbot, photos)
+    _search(qtbot, win, "gre")
+    _search(qtbot, win, "green")
+
+    def bank() -> set[str]:
+        return {c.caption for c in win.lib.similar_captions(win.model.paths()[0], top_k=50)}
+
+    assert "gre" not in bank() and "green" not in bank()
+    qtbot.keyClick(win.search, "\r")
+    qtbot.waitUntil(lambda: "green" in bank(), timeout=5000)
+    assert "gre" not in bank()
+
+
 def test_folder_filter(make_window, qtbot, photos, tmp_path):
     other = tmp_path / "other"
     write_photo(other / "red_other.jpg", (220, 30, 30), seed=99)
@@ -99,8 +113,9 @@ def test_weak_match_shows_the_banner(make_window, qtbot, photos):
 
 def test_context_menu_actions(make_window, qtbot, photos, monkeypatch):
     win = _indexed_window(make_window, qtbot, photos)
-    _search(qtbot, win, "red")
-    _search(qtbot, win, "green")  # both queries join the caption bank
+    for query in ("red", "green"):
+        _search(qtbot, win, query)
+        qtbot.keyClick(win.search, "\r")  # Enter commits the query to the caption bank
     win._select_row(0)
     path = win.model.paths()[0]
     assert os.path.basename(path).startswith("green")

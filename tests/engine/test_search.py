@@ -102,6 +102,11 @@ def test_similar_photos_and_captions(tmp_path, make_image):
         assert caps[0].caption == "a red thing" and len(caps) == 3
         lib.search_text("yellow bananas")
         assert "yellow bananas" in [c.caption for c in lib.similar_captions(red, top_k=10)]
+        # Search-as-you-type prefixes are not remembered; a committed query is.
+        lib.search_text("purple pla", remember=False)
+        assert "purple pla" not in [c.caption for c in lib.similar_captions(red, top_k=10)]
+        lib.remember_query("purple plates")
+        assert "purple plates" in [c.caption for c in lib.similar_captions(red, top_k=10)]
         with pytest.raises(PhotoNotInLibraryError):
             lib.similar_photos(tmp_path / "nope.jpg")
 
