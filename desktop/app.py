@@ -76,12 +76,34 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
+def missing_display_message(env: dict[str, str] | None = None) -> str | None:
+    """Why the window cannot open here, or None.
+
+    Without this check Qt aborts the process with a core dump on a machine with no
+    display (an SSH session, a server), which reads like a crash rather than advice.
+    """
+    env = dict(os.environ) if env is None else env
+    if not sys.platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return None
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "photosearch: no display found (neither DISPLAY nor WAYLAND_DISPLAY is set), so the "
+        "window cannot open. Run it from a desktop session, or use the command line: "
+        "photosearch --help"
+    )
+
+
 def run_app(argv: list[str] | None = None) -> int:
     """Open the main window; returns the process exit code."""
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("PHOTOSEARCH_DEBUG") else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    problem = missing_display_message()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     app = create_app(argv)
     from desktop.main_window import MainWindow
 

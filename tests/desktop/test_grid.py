@@ -125,3 +125,15 @@ def test_preview_applies_exif_orientation(tmp_path):
     img = load_preview_image(str(path))
     assert img is not None and (img.width(), img.height()) == (20, 40)
     assert load_preview_image(str(tmp_path / "gone.jpg")) is None
+
+
+def test_no_display_gives_advice_instead_of_a_qt_abort():
+    import sys
+
+    from desktop.app import missing_display_message
+
+    if not sys.platform.startswith("linux"):
+        return
+    assert "no display found" in missing_display_message({})
+    assert missing_display_message({"DISPLAY": ":0"}) is None
+    assert missing_display_message({"QT_QPA_PLATFORM": "offscreen"}) is None
