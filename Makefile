@@ -27,6 +27,13 @@ test: install
 screenshot: install
 	$(PY) scripts/screenshot.py
 
+# Benchmarks (issue 5); see BENCHMARKS.md. Inputs are cached in benchmarks/work/.
+bench: install
+	$(PY) -m benchmarks.run
+
+bench-quick: install
+	$(PY) -m benchmarks.run --quick
+
 lint: install
 	$(PY) -m ruff check .
 

@@ -1,0 +1,312 @@
+"""The six measurements of issue 5; each returns a plain dict for results.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine import imaging
+from engine.catalog import Catalog
+from engine.embedder import Embedder
+from engine.indexer import BATCH_SIZE
+from engine.library import CATALOG_FILE, INDEX_FILE, Library
+from engine.search import SearchService
+from engine.vector_index import VectorIndex
+
+from . import data
+from .model import RekeyedEmbedder
+
+log = logging.getLogger(__name__)
+
+TEXT_QUERIES = [
+    "a dog running on the beach",
+    "two children playing football in a park",
+    "a man riding a bicycle down a city street",
+    "snow covered mountains under a blue sky",
+    "a woman in a red dress",
+    "people sitting at a table in a restaurant",
+    "a black cat sleeping on a sofa",
+    "surfer riding a big wave",
+    "birthday cake with candles",
+    "old car parked next to a brick wall",
+    "a group of people hiking in the forest",
+    "boat on a lake at sunset",
+    "girl with a pink umbrella in the rain",
+    "skateboarder jumping over stairs",
+    "crowd watching a concert at night",
+    "brown horse in a green field",
+]
+
+
+def pct(values: list[float], q: float) -> float:
+    """Percentile (linear interpolation) of a non-empty list."""
+    return float(np.percentile(np.asarray(values, np.float64), q))
+
+
+def ms_summary(seconds: list[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in seconds]
+    return {"p50": round(pct(ms, 50), 3), "p99": round(pct(ms, 99), 3), "n": len(ms)}
+
+
+# -- 1. indexing throughput ------------------------------------------------------------
+
+
+def forward_rate(embedder: Embedder, batch: np.ndarray, n_batches: int) -> float:
+    """Images/s of embed_prepared alone on an already prepared batch (same batch size)."""
+    started = time.perf_counter()
+    for _ in range(n_batches):
+        embedder.embed_prepared(batch)
+    return n_batches * len(batch) / (time.perf_counter() - started)
+
+
+def bench_indexing(
+    embedder: Embedder, photo_dir: Path, work: Path, reps: int, label: str
+) -> dict[str, object]:
+    """Library.index on a fresh library, alternated with pure-forward runs (same threads).
+
+    Alternating the two inside one loop means both see the same background load, so
+    their ratio is meaningful even on a busy machine.
+    """
+    files = sorted(p for p in photo_dir.iterdir() if p.suffix.lower() == ".jpg")
+    n = len(files)
+    prepared = [
+        embedder.prepare_image(imaging.decode_image(str(p)).image)
+        for p in files[:BATCH_SIZE]
+    ]
+    batch = np.stack(prepared)
+    n_batches = max(1, n // len(batch))
+    embedder.embed_prepared(batch)  # warm-up: first call allocates / picks kernels
+    pipeline, forward, ratios, reports = [], [], [], []
+    for rep in range(reps):
+        lib_dir = work / "libs" / f"index-{label}"
+        shutil.rmtree(lib_dir, ignore_errors=True)
+        with Library.open(lib_dir, embedder) as lib:
+            lib.add_folder(photo_dir)
+            started = time.perf_counter()
+            report = lib.index()
+            elapsed = time.perf_counter() - started
+        if report.indexed != n or report.failed:
+            raise RuntimeError(f"indexing {photo_dir}: {report.to_json()}")
+        ips = n / elapsed
+        fwd = forward_rate(embedder, batch, n_batches)
+        pipeline.append(ips)
+        forward.append(fwd)
+        ratios.append(ips / fwd)
+        reports.append(round(elapsed, 3))
+        log.info("indexing %s rep %d: %.2f img/s, forward %.2f img/s, ratio %.3f",
+                 label, rep, ips, fwd, ips / fwd)
+    shutil.rmtree(work / "libs" / f"index-{label}", ignore_errors=True)
+    sizes = [p.stat().st_size for p in files]
+    return {
+        "images": n,
+        "mean_file_mb": round(statistics.mean(sizes) / 2**20, 2),
+        "reps": reps,
+        "images_per_s": round(statistics.median(pipeline), 3),
+        "model_forward_images_per_s": round(statistics.median(forward), 3),
+        # median of the per-rep ratios: each pair ran back to back under the same load
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_of_medians": round(statistics.median(pipeline) / statistics.median(forward), 3),
+        "per_rep_images_per_s": [round(x, 3) for x in pipeline],
+        "per_rep_forward_images_per_s": [round(x, 3) for x in forward],
+        "per_rep_index_s": reports,
+        "batch_size": len(batch),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# -- 6. text-query encoding ------------------------------------------------------------
+
+
+def bench_text(embedder: Embedder, n: int) -> dict[str, float]:
+    for q in TEXT_QUERIES[:3]:
+        embedder.embed_texts([q])  # warm-up
+    times = []
+    for i in range(n):
+        # A suffix keeps every query distinct, as typed queries are (no caching anywhere).
+        q = f"{TEXT_QUERIES[i % len(TEXT_QUERIES)]} {i}"
+        started = time.perf_counter()
+        embedder.embed_texts([q])
+        times.append(time.perf_counter() - started)
+    return ms_summary(times)
+
+
+# -- 2. query latency --------------------------------------------------------------------
+
+
+def _recall_and_latency(
+    index: VectorIndex,
+    searcher: SearchService,
+    model_id: str,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    top_k: int,
+) -> dict[str, object]:
+    truth = data.exact_topk(vectors, queries, 10)
+    hits = 0
+    for q, t in zip(queries, truth, strict=True):
+        got = {label - 1 for label, _ in index.knn(q, 10)}  # labels are row index + 1
+        hits += len(got & set(t.tolist()))
+    recall = hits / (10 * len(queries))
+    times = []
+    for q in queries:
+        started = time.perf_counter()
+        pairs = searcher.search_vector(q, index, model_id, top_k)
+        times.append(time.perf_counter() - started)
+        assert len(pairs) == min(top_k, index.count)
+    return {"recall_at_10": round(recall, 4), "hnsw_catalog_ms": ms_summary(times)}
+
+
+def _bruteforce(vectors: np.ndarray, queries: np.ndarray, top_k: int) -> dict[str, float]:
+    times = []
+    for q in queries:
+        started = time.perf_counter()
+        scores = vectors @ q
+        part = np.argpartition(-scores, top_k)[:top_k]
+        part[np.argsort(-scores[part])]
+        times.append(time.perf_counter() - started)
+    return ms_summary(times)
+
+
+def bench_query(
+    n: int,
+    embedder: Embedder,
+    text_ms: dict[str, float],
+    work: Path,
+    n_queries: int,
+    n_brute: int,
+    top_k: int = 50,
+    files_dir: Path | None = None,
+    hnsw_m: int | None = None,
+    hnsw_ef_construction: int | None = None,
+    via_library: bool = True,
+) -> dict[str, object]:
+    dim = embedder.dim
+    spec = {"n": n, "dim": dim, "files": files_dir is not None, "m": hnsw_m,
+            "efc": hnsw_ef_construction, "embeddings": via_library}
+    lib_dir, meta = data.cached_library(
+        f"synth-{n}-{dim}", lambda: data.synthetic_vectors(n, dim, seed=1), spec, work,
+        model_id=data.SYNTH_MODEL_ID, files_dir=files_dir, store_embeddings=via_library,
+        hnsw_m=hnsw_m, hnsw_ef_construction=hnsw_ef_construction,
+    )
+    t = time.perf_counter()
+    vectors = data.synthetic_vectors(n, dim, seed=1)
+    log.info("query %d: vectors regenerated in %.1f s", n, time.perf_counter() - t)
+    queries = data.synthetic_vectors(n_queries, dim, seed=2)
+    out: dict[str, object] = {
+        "n": n, "dim": dim, "top_k": top_k, "queries": n_queries,
+        "hnsw": {"M": hnsw_m or 16, "ef_construction": hnsw_ef_construction or 200,
+                 "ef_search": "engine default: max(128, 4k)"},
+        "build": meta["build"], "build_cached": meta["cached"],
+    }
+    if via_library:
+        emb = RekeyedEmbedder(embedder, data.SYNTH_MODEL_ID)
+        t = time.perf_counter()
+        with Library.open(lib_dir, emb) as lib:
+            out["open_s"] = round(time.perf_counter() - t, 3)
+            out.update(_recall_and_latency(
+                lib.vector_index, lib.searcher, emb.model_id, vectors, queries, top_k))
+            lib.search_text(TEXT_QUERIES[0], top_k=top_k)  # warm-up
+            times = []
+            for i in range(n_queries):
+                q = f"{TEXT_QUERIES[i % len(TEXT_QUERIES)]} {i}"
+                started = time.perf_counter()
+                res = lib.search_text(q, top_k=top_k)
+                times.append(time.perf_counter() - started)
+                assert len(res.hits) == top_k
+            e2e = ms_summary(times)
+        out["method"] = "end to end: Library.search_text (real text encoder + HNSW + catalog rows)"
+    else:
+        # No embeddings table at this size (4 GB of blobs we do not need for queries), so
+        # no Library: the engine's VectorIndex.load + SearchService on the catalog rows,
+        # plus the separately measured text-encode time.
+        catalog = Catalog(lib_dir / CATALOG_FILE)
+        try:
+            t = time.perf_counter()
+            index = VectorIndex.load(lib_dir / INDEX_FILE, dim, data.SYNTH_MODEL_ID)
+            out["index_load_s"] = round(time.perf_counter() - t, 3)
+            out.update(_recall_and_latency(
+                index, SearchService(catalog), data.SYNTH_MODEL_ID, vectors, queries, top_k))
+        finally:
+            catalog.close()
+        hc = out["hnsw_catalog_ms"]
+        e2e = {"p50": round(hc["p50"] + text_ms["p50"], 3),  # type: ignore[index]
+               "p99": round(hc["p99"] + text_ms["p99"], 3)}  # type: ignore[index]
+        out["method"] = ("HNSW + catalog rows measured (SearchService.search_vector), plus "
+                         "the measured text-encode p50/p99 added")
+    out["p50_ms"], out["p99_ms"] = e2e["p50"], e2e["p99"]
+    brute = _bruteforce(vectors, queries[:n_brute], top_k)
+    out["bruteforce_p50_ms"] = brute["p50"]
+    out["bruteforce_ms"] = brute
+    out["vectors_mb"] = round(vectors.nbytes / 2**20, 1)
+    return out
+
+
+# -- 3 + 5. open a library (fresh process) and peak RSS --------------------------------
+
+
+def bench_open(lib_dir: Path, model_kind: str, work: Path, reps: int) -> dict[str, object]:
+    runs = []
+    for _ in range(reps):
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.probe_open", str(lib_dir), model_kind, str(work)],
+            cwd=data.REPO, capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"probe_open failed:\n{proc.stderr[-3000:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    med = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+    return {"median": med, "runs": runs}
+
+
+# -- 4. re-scan of an unchanged library ------------------------------------------------
+
+
+def bench_rescan(lib_dir: Path, embedder: Embedder, n: int, reps: int) -> dict[str, object]:
+    emb = RekeyedEmbedder(embedder, data.SYNTH_MODEL_ID)
+    times = []
+    with Library.open(lib_dir, emb) as lib:
+        for _ in range(reps):
+            started = time.perf_counter()
+            report = lib.index()
+            times.append(time.perf_counter() - started)
+            if report.unchanged != n or report.indexed or report.removed or report.failed:
+                raise RuntimeError(f"re-scan was not a no-op: {report.to_json()}")
+    return {"rescan_s": round(statistics.median(times), 3),
+            "per_rep_s": [round(t, 3) for t in times], "files": n,
+            "note": "warm page cache (directory entries cached by the previous runs)"}
+
+
+def machine_info(others: str) -> dict[str, object]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb = None
+    try:
+        ram_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": ram_gb,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "load_avg_at_start": list(os.getloadavg()),
+        "other_load": others,
+    }
