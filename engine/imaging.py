@@ -30,9 +30,12 @@ log = logging.getLogger(__name__)
 MAX_PIXELS = 100_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
-# Models need ~224-384 px and thumbnails 256 px, so decode JPEGs at a reduced scale (DCT
-# scaling is nearly free) to keep 24 MP photos fast and memory flat.
-DEFAULT_DECODE_SIZE = 512
+# The model needs a 224 px short side and thumbnails 256 px, so decode JPEGs at a reduced
+# scale (DCT scaling is nearly free) with the shorter side kept >= 256. 512 made a 12 MP
+# photo decode at 1/4 (1000x750) instead of 1/8 (500x375): ~165 vs ~100 ms of CPU per
+# photo (decode + thumbnail + prepare), which on 2 cores is slower than the model and
+# capped indexing at ~0.72 of the model's forward rate (see BENCHMARKS.md).
+DEFAULT_DECODE_SIZE = 256
 THUMBNAIL_SIZE = 256
 
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
