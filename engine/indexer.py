@@ -45,7 +45,11 @@ from .vector_index import VectorIndex
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 32
-DEFAULT_WORKERS = max(2, min(4, (os.cpu_count() or 2)))
+# Decode threads: one core is left to the model thread (VSEEmbedder runs torch on
+# cpu_count - 1 threads, at most 4). On 2 cores a second decoder only steals CPU time from
+# the model thread, which is the bottleneck: 12 MP indexing went from ~0.71 to ~0.76 of
+# the model's pure forward rate on a loaded 2-core machine (BENCHMARKS.md).
+DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
 SAVE_EVERY_S = 30.0
 VANISHED = "file vanished during scan"
 
