@@ -18,6 +18,17 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _vm_rss_mb() -> float | None:
+    """Current (not peak) resident size, to tell the model's load-time peak apart."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def main() -> None:
     lib_dir, model_kind, work = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     t0 = time.perf_counter()
@@ -29,6 +40,7 @@ def main() -> None:
     bm = load_bench_model(work, model_kind)
     model_ready = time.perf_counter()
     rss_model = _rss_mb()
+    rss_now_model = _vm_rss_mb()
     emb = RekeyedEmbedder(bm.embedder, data.SYNTH_MODEL_ID)
     started = time.perf_counter()
     lib = Library.open(lib_dir, emb)
@@ -39,6 +51,7 @@ def main() -> None:
     second = time.perf_counter()
     lib.search_text("children playing in the snow", top_k=50)
     second_s = time.perf_counter() - second
+    rss_now_searched = _vm_rss_mb()
     lib.close()
     print(json.dumps({
         "open_to_first_search_s": answered - started,
@@ -48,6 +61,8 @@ def main() -> None:
         "model_load_s": model_ready - t0,
         "rss_after_model_mb": rss_model,
         "peak_rss_mb": _rss_mb(),
+        "rss_now_after_model_mb": rss_now_model,
+        "rss_now_after_search_mb": rss_now_searched,
     }))
 
 

@@ -62,8 +62,16 @@ def size_key(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
-def run(cfg: Config, work: Path, others: str) -> dict[str, object]:
+def run(cfg: Config, work: Path, others: str, out: Path | None = None) -> dict[str, object]:
+    """All configured items; with `out`, the partial results are rewritten after each one
+    (a long run that is interrupted still leaves what it measured)."""
     work.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint() -> None:
+        if out is not None:
+            results["total_s"] = round(time.perf_counter() - started, 1)
+            out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
     started = time.perf_counter()
     results: dict[str, object] = {
         "machine": items.machine_info(others),
@@ -86,6 +94,7 @@ def run(cfg: Config, work: Path, others: str) -> dict[str, object]:
         sample = data.ensure_sample_copy(cfg.n_sample, work)
         indexing["sample"] = items.bench_indexing(bm.embedder, sample, work, cfg.index_reps, "sample")
     results["indexing"] = indexing
+    checkpoint()
 
     if not cfg.quick:
         files = data.ensure_tiny_files(cfg.open_n, work)
@@ -112,7 +121,8 @@ def run(cfg: Config, work: Path, others: str) -> dict[str, object]:
                 results[f"rescan_{size_key(n)}_s"] = rescan["rescan_s"]
                 results["open_detail"] = opened
                 results["rescan_detail"] = rescan
-        results["query"] = query
+            results["query"] = query
+            checkpoint()
     results["total_s"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config.quick_config() if args.quick else Config()
     cfg.model = args.model
     out = args.out or data.REPO / "benchmarks" / ("results-quick.json" if args.quick else "results.json")
-    results = run(cfg, args.work, args.others)
+    results = run(cfg, args.work, args.others, out)
     out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(table(results))
     print(f"\nwrote {out} in {results['total_s']} s")
