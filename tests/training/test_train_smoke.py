@@ -1,0 +1,82 @@
+"""CPU smoke runs of the training loop on 64 real images (seconds, small model)."""
+
+import json
+
+import numpy as np
+import torch
+
+from engine.model.checkpoint import load_checkpoint
+from engine.model.text import MiniLMTextEncoder
+from engine.model.vse import VSEConfig
+from training.data import load_dataset
+from training.features import extract
+from training.text_cache import build_hidden_cache
+from training.train import TrainOptions, train
+
+
+def test_finetune_end_to_end_loss_goes_down(tiny_dataset, tmp_path):
+    torch.manual_seed(0)
+    ds = load_dataset(tiny_dataset)
+    cfg = VSEConfig(backbone="mobilenet_v2", finetune=True, image_size=64, grid_positions=4,
+                    text_encoder="minilm", embed_dim=64)
+    opts = TrainOptions(epochs=4, batch_size=32, lr=1e-3, loss="sh", workers=0)
+    out = tmp_path / "e2e.pt"
+    summary = train(cfg, ds, ds, out, opts, progress=False)
+    losses = [h["loss"] for h in summary["history"]]
+    assert losses[-1] < losses[0]
+    assert all("rsum" in h for h in summary["history"])
+    model, meta = load_checkpoint(out)
+    # fine-tuned backbone weights live in the checkpoint, not in a package record
+    assert any(k.startswith("img.backbone.") for k in meta["state_dict"])
+    assert "backbone" not in meta["packages"]
+    for suffix in (".log.csv", ".log.json", ".curves.png", ".resume.pt"):
+        assert out.with_suffix(suffix).exists()
+
+
+def test_cached_features_with_tuned_minilm_layer(tiny_dataset, tmp_path):
+    torch.manual_seed(0)
+    ds = load_dataset(tiny_dataset)
+    cache = tmp_path / "feat"
+    extract("mobilenet_v2", [it.path for it in ds.items], cache, ["orig", "crop1"], size=64, batch_size=64)
+    grid = np.load(cache / "grid_orig.npy")
+    assert grid.shape == (64, 1280, 2, 2) and grid.dtype == np.float16
+    tc = build_hidden_cache(MiniLMTextEncoder(16, 0), ds.captions, 5)
+    cfg = VSEConfig(backbone="mobilenet_v2", image_size=64, grid_positions=4, pooling="gpo",
+                    fusion=True, img_head="mlp", text_encoder="minilm", tuned_layers=1, embed_dim=64)
+    opts = TrainOptions(epochs=6, batch_size=64, lr=1e-3, cache_dir=str(cache), views=("orig", "crop1"),
+                        text_dropout=0.1)
+    out = tmp_path / "cached.pt"
+    summary = train(cfg, ds, ds, out, opts, val_cache=cache, text_cache=tc, progress=False)
+    losses = [h["loss"] for h in summary["history"]]
+    assert losses[-1] < losses[0]
+    # resume continues from the saved epoch
+    opts.epochs = 7
+    again = train(cfg, ds, ds, out, opts, resume=True, val_cache=cache, text_cache=tc, progress=False)
+    assert [h["epoch"] for h in again["history"]] == list(range(1, 8))
+    hist = json.loads(out.with_suffix(".log.json").read_text())
+    assert len(hist) == 7
+
+
+def test_cli_train_and_evaluate(tiny_dataset, tmp_path, capsys):
+    from main import main
+
+    out = tmp_path / "cli.pt"
+    rc = main(["train", "--data", str(tiny_dataset), "--val", str(tiny_dataset), "--out", str(out),
+               "--backbone", "mobilenet_v2", "--finetune", "--epochs", "1", "--max-steps", "1",
+               "--batch-size", "16", "--embed-dim", "32", "--image-size", "64", "--workers", "0",
+               "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0 and out.exists()
+    capsys.readouterr()
+    rc = main(["evaluate", "--checkpoint", str(out), "--data", str(tiny_dataset), "--json"])
+    assert rc == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["n_images"] == 64 and set(m["i2t"]) >= {"r1", "r5", "r10", "medr"}
+    assert 0 <= m["rsum"] <= 600
+
+
+def test_cli_missing_data_is_a_user_error(tmp_path, capsys):
+    from main import main
+
+    rc = main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path)])
+    assert rc == 2
+    assert "photosearch: error" in capsys.readouterr().err

@@ -1,0 +1,91 @@
+"""Evaluate a model on a caption dataset: R@1/5/10 both directions, rsum, median/mean rank."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.model.transforms import prepare_eval
+from engine.model.vse import VSEModel
+from training.data import CaptionDataset
+from training.metrics import metrics_from_embeddings
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def embed_dataset_images(
+    model: VSEModel, paths: Sequence[Path], device: torch.device | None = None,
+    batch_size: int = 32, feature_cache: Path | None = None,
+) -> np.ndarray:
+    """Image embeddings; from cached backbone features when a matching cache is given."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    if feature_cache is not None and (feature_cache / "done_orig").exists():
+        from training.features import load_cached
+
+        names = json.loads((feature_cache / "images.json").read_text())
+        if names == [p.name for p in paths]:
+            grid, stages = load_cached(feature_cache, "orig")
+            out = []
+            for s in range(0, len(grid), 256):
+                g = torch.from_numpy(np.array(grid[s : s + 256])).to(device)
+                st = torch.from_numpy(np.array(stages[s : s + 256])).to(device)
+                out.append(model.embed_features(g, st).float().cpu().numpy())
+            return np.concatenate(out)
+        log.warning("feature cache %s does not match the image list: embedding pixels", feature_cache)
+    bb = model.img.backbone
+    out = []
+    for s in range(0, len(paths), batch_size):
+        arrs = []
+        for p in paths[s : s + batch_size]:
+            with Image.open(p) as im:
+                arrs.append(prepare_eval(im, bb.mean, bb.std, model.config.image_size))
+        x = torch.from_numpy(np.stack(arrs)).to(device)
+        with torch.autocast(device.type, enabled=device.type == "cuda", dtype=torch.float16):
+            out.append(model.embed_images(x).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def embed_captions(model: VSEModel, captions: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    out = [
+        model.embed_texts(captions[s : s + batch_size]).float().cpu().numpy()
+        for s in range(0, len(captions), batch_size)
+    ]
+    return np.concatenate(out)
+
+
+def evaluate_model(
+    model: VSEModel, ds: CaptionDataset, device: torch.device | None = None,
+    feature_cache: Path | None = None, folds: int | None = None,
+) -> dict[str, Any]:
+    """Metrics dict; 5K-image test sets use the 5-fold 1K protocol unless `folds` says otherwise."""
+    img = embed_dataset_images(model, [it.path for it in ds.items], device, feature_cache=feature_cache)
+    txt = embed_captions(model, ds.captions)
+    if folds is None:
+        folds = 5 if len(ds) == 5000 else 1
+    return metrics_from_embeddings(img, txt, ds.caption_image, folds=folds)
+
+
+def evaluate_embedder(embedder: Any, ds: CaptionDataset, batch_size: int = 32) -> dict[str, Any]:
+    """Metrics through the public Embedder interface (what the app uses)."""
+    img = []
+    for s in range(0, len(ds.items), batch_size):
+        arrs = []
+        for it in ds.items[s : s + batch_size]:
+            with Image.open(it.path) as im:
+                arrs.append(embedder.prepare_image(im.convert("RGB")))
+        img.append(embedder.embed_prepared(np.stack(arrs)))
+    caps = ds.captions
+    txt = np.concatenate([embedder.embed_texts(caps[s : s + 256]) for s in range(0, len(caps), 256)])
+    folds = 5 if len(ds) == 5000 else 1
+    return metrics_from_embeddings(np.concatenate(img), txt, ds.caption_image, folds=folds)

@@ -1,0 +1,92 @@
+"""Cache of MiniLM hidden states after the frozen lower layers, so training runs only the
+tuned top layers + pooling + projection. Stored flattened (tokens x 384, fp16) with offsets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.model.text import MiniLMTextEncoder, _additive_mask, _layer_out
+
+log = logging.getLogger(__name__)
+
+
+class HiddenCache:
+    def __init__(self, hidden: np.ndarray, offsets: np.ndarray, upto: int) -> None:
+        self.hidden, self.offsets, self.upto = hidden, offsets, upto
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded (B, L, 384) float32 hidden states and (B, L) attention mask."""
+        lens = [int(self.offsets[i + 1] - self.offsets[i]) for i in idx]
+        L = max(lens)
+        h = np.zeros((len(idx), L, self.hidden.shape[1]), np.float32)
+        m = np.zeros((len(idx), L), np.int64)
+        for r, i in enumerate(idx):
+            h[r, : lens[r]] = self.hidden[self.offsets[i] : self.offsets[i + 1]]
+            m[r, : lens[r]] = 1
+        return torch.from_numpy(h), torch.from_numpy(m)
+
+
+@torch.no_grad()
+def build_hidden_caches(
+    encoder: MiniLMTextEncoder, captions: Sequence[str], uptos: Sequence[int],
+    paths: Sequence[Path | None], batch_size: int = 256,
+) -> list[HiddenCache]:
+    """Hidden states after each of `uptos` layers for every caption, in one pass; each saved
+    to its `paths` entry (.npz) when given, and reused from there when already present."""
+    found: list[HiddenCache | None] = []
+    for upto, path in zip(uptos, paths, strict=True):
+        cache = None
+        if path is not None and path.exists():
+            z = np.load(path)
+            if int(z["upto"]) == upto and len(z["offsets"]) == len(captions) + 1:
+                cache = HiddenCache(z["hidden"], z["offsets"], upto)
+        found.append(cache)
+    if all(c is not None for c in found):
+        return found  # type: ignore[return-value]
+    encoder.eval()
+    top = max(uptos)
+    # sort by length so padding is minimal, then scatter back to caption order
+    order = sorted(range(len(captions)), key=lambda i: len(captions[i]))
+    out: dict[int, list] = {u: [None] * len(captions) for u in uptos}
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        tok = encoder.tokenize([captions[i] for i in idx])
+        ids, mask = tok["input_ids"], tok["attention_mask"]
+        h = encoder.bert.embeddings(input_ids=ids)
+        ext = _additive_mask(mask, h.dtype)
+        levels = {0: h}
+        for li, layer in enumerate(encoder.bert.encoder.layer[:top]):
+            h = _layer_out(layer(h, attention_mask=ext))
+            levels[li + 1] = h
+        for r, i in enumerate(idx):
+            n = int(mask[r].sum())
+            for u in uptos:
+                out[u][i] = levels[u][r, :n].numpy().astype(np.float16)
+        if start // batch_size % 20 == 0:
+            log.info("text cache %d/%d", start + len(idx), len(captions))
+    result = []
+    for upto, path in zip(uptos, paths, strict=True):
+        chunks = out[upto]
+        offsets = np.concatenate([[0], np.cumsum([len(c) for c in chunks])]).astype(np.int64)
+        hidden = np.concatenate(chunks)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, hidden=hidden, offsets=offsets, upto=upto)
+        result.append(HiddenCache(hidden, offsets, upto))
+    return result
+
+
+def build_hidden_cache(
+    encoder: MiniLMTextEncoder, captions: Sequence[str], upto: int, path: Path | None = None,
+    batch_size: int = 256,
+) -> HiddenCache:
+    """Hidden states after `upto` layers for every caption (see build_hidden_caches)."""
+    return build_hidden_caches(encoder, captions, [upto], [path], batch_size)[0]
