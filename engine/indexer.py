@@ -243,6 +243,7 @@ class Indexer:
         cancel: threading.Event | None,
     ) -> IndexReport:
         model_id = self.embedder.model_id
+        index_changes, generation = self.index.changes, self.catalog.generation
         self._known = self.catalog.embedded_hashes(model_id)
         candidates: list[_Candidate] = []
         back_online: list[int] = []
@@ -282,8 +283,12 @@ class Indexer:
 
         if not report.cancelled:
             self._remove_gone([r for r in gone_rows if r.id not in self._claimed], report)
-        self.save_index()
-        self._last_save = time.monotonic()
+        # An unchanged pass must not rewrite the index file: at 100K x 1024-d that is a
+        # 400 MB write + fsync, ~40% of a no-op re-scan. The saved file stays valid as
+        # long as neither the index nor the catalog generation moved.
+        if self.index.changes != index_changes or self.catalog.generation != generation:
+            self.save_index()
+            self._last_save = time.monotonic()
         return report
 
     def _pipeline(

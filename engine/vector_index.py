@@ -52,6 +52,7 @@ class VectorIndex:
         self._index.set_ef(HNSW_EF_SEARCH)
         self._live: set[int] = set()
         self._deleted: set[int] = set()
+        self._changes = 0
 
     # -- mutation ----------------------------------------------------------------------
 
@@ -77,6 +78,7 @@ class VectorIndex:
                     self._deleted.discard(label)
             self._index.add_items(vectors, ids, num_threads=num_threads)
             self._live.update(ids.tolist())
+            self._changes += 1
 
     def mark_deleted(self, ids: list[int] | np.ndarray) -> None:
         with self._lock:
@@ -85,6 +87,7 @@ class VectorIndex:
                     self._index.mark_deleted(label)
                     self._live.discard(label)
                     self._deleted.add(label)
+                    self._changes += 1
 
     # -- queries -----------------------------------------------------------------------
 
@@ -93,6 +96,11 @@ class VectorIndex:
 
     def __contains__(self, label: object) -> bool:
         return label in self._live
+
+    @property
+    def changes(self) -> int:
+        """Bumped by every add / effective mark_deleted: tells a caller whether to save."""
+        return self._changes
 
     @property
     def count(self) -> int:
@@ -163,6 +171,7 @@ class VectorIndex:
         self._index = hnswlib.Index(space="ip", dim=self.dim)
         self._index.load_index(str(path), allow_replace_deleted=False)
         self._index.set_ef(HNSW_EF_SEARCH)
+        self._changes = 0
         labels = self._index.get_ids_list()
         listed = _sidecar_deleted(path)
         if listed is not None:
