@@ -213,6 +213,25 @@ class CaptionsJob(Job):
         return (self.path, self.lib.similar_captions(self.path, top_k=self.top_k))
 
 
+class PrepareCaptionsJob(Job):
+    """Embeds the model's caption bank ahead of time, so the first "Find similar captions"
+    answers at once instead of after a minute of CPU; stops between chunks on cancel."""
+
+    name = "prepare-captions"
+
+    def __init__(self, lib: Any) -> None:
+        super().__init__()
+        self.lib = lib
+
+    def work(self) -> Any:
+        def progress(done: int, total: int) -> None:
+            if self.cancel.is_set():
+                raise JobCancelled()
+            self.report((done, total), force=done >= total)
+
+        return self.lib.prepare_captions(progress=progress)
+
+
 class StatusJob(Job):
     """Everything the status bar, filters and welcome panel need, in one trip to SQLite."""
 

@@ -67,6 +67,7 @@ from desktop.jobs import (
     IndexJob,
     JobRunner,
     OpenLibraryJob,
+    PrepareCaptionsJob,
     SearchJob,
     SearchRequest,
     StatusJob,
@@ -188,6 +189,7 @@ class MainWindow(QMainWindow):
         self.photo_count = 0
         self.model_id: str | None = None
         self._closing = False
+        self._captions_prepared = False
         self._search_when_open = False
         self._search_gen = 0
         self._last_request: SearchRequest | None = None
@@ -576,6 +578,10 @@ class MainWindow(QMainWindow):
             self._set_status(f"Added {n_new:,} new photo{'s' if n_new != 1 else ''}")
         self._refresh_after_batch()
         self._next_index_work()
+        if job.paths is None and self._index_job is None and not self._captions_prepared:
+            # After the first full pass, so it never competes with indexing for the CPU.
+            self._captions_prepared = True
+            self.runner.submit(PrepareCaptionsJob(self.lib))
 
     def photo_count_after(self, report: Any) -> int:
         return int(getattr(report, "indexed", 0)) + int(getattr(report, "unchanged", 0)) + int(
@@ -1003,6 +1009,7 @@ class MainWindow(QMainWindow):
         if self._last_request is not None:
             self._run_search(self._last_request)
         self._next_index_work()
+        self.runner.submit(PrepareCaptionsJob(self.lib))  # the new model needs its own bank vectors
 
     def _on_switch_failed(self, message: str) -> None:
         self._switch_job = None

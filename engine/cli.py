@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -202,9 +203,33 @@ def cmd_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _caption_progress() -> Callable[[int, int], None]:
+    """Says once, on stderr, that the caption bank is being embedded for this model."""
+    bar: list[Any] = []
+
+    def report(done: int, total: int) -> None:
+        if not bar:
+            print(
+                f"preparing {total:,} captions for this model (once per model)...",
+                file=sys.stderr,
+            )
+            from tqdm import tqdm
+
+            bar.append(
+                tqdm(total=total, unit="caption", file=sys.stderr, disable=not sys.stderr.isatty())
+            )
+        bar[0].n = done
+        bar[0].refresh()
+        if done >= total:
+            bar[0].close()
+
+    return report
+
+
 def cmd_captions(args: argparse.Namespace) -> int:
     lib = _open(args, write=False)
     try:
+        lib.prepare_captions(progress=_caption_progress())
         hits = lib.similar_captions(args.photo, top_k=args.top_k)
         if args.json:
             _print_json([h.to_json() for h in hits])

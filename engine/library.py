@@ -413,6 +413,15 @@ class Library:
             self._photo_row(path), embedder, top_k, writable=not self.read_only
         )
 
+    def prepare_captions(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Embed the caption bank for the current model now (a one-time cost per model),
+        so that the first "find similar captions" answers at once; returns the bank size."""
+        embedder, _ = self._active
+        captions, _matrix = self.searcher.caption_matrix(
+            embedder, writable=not self.read_only, progress=progress
+        )
+        return len(captions)
+
     def thumbnail_path(self, path: Path | str) -> Path | None:
         """Cached ~256 px JPEG; made on demand if missing and the file is readable."""
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -201,8 +202,17 @@ class SearchService:
 
     # -- captions ----------------------------------------------------------------------
 
-    def caption_matrix(self, embedder: Embedder, writable: bool = True) -> tuple[list[str], np.ndarray]:
-        """All bank captions embedded with `embedder`, computing missing ones lazily."""
+    def caption_matrix(
+        self,
+        embedder: Embedder,
+        writable: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[list[str], np.ndarray]:
+        """All bank captions embedded with `embedder`, computing missing ones lazily.
+
+        The shipped bank is tens of thousands of captions, a minute or two of CPU the first
+        time per model; `progress(done, missing)` lets callers show that, and each chunk is
+        stored as it is done so an interrupted run resumes where it stopped."""
         model_id = embedder.model_id
         with self._caption_lock:
             total = self.catalog.caption_count()
@@ -220,6 +230,8 @@ class SearchService:
                 else:
                     extra_text += [c for _, c in chunk]
                     extra_vecs.append(vecs)
+                if progress is not None:
+                    progress(min(i + len(chunk), len(missing)), len(missing))
             captions, matrix = self.catalog.caption_matrix(model_id)
             if extra_vecs:
                 captions = captions + extra_text

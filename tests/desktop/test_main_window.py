@@ -304,3 +304,21 @@ def test_window_appears_at_once_and_a_query_typed_while_loading_runs_later(qtbot
         pass
     assert win._last_request.query == "red"
     win.shutdown()
+
+
+def test_caption_bank_is_embedded_in_the_background_after_the_first_index(
+    make_window, qtbot, photos, tmp_path
+):
+    bank = tmp_path / "bank.txt"
+    bank.write_text("\n".join(f"caption {i}" for i in range(300)))
+
+    def factory(_checkpoint: str) -> FakeEmbedder:
+        emb = FakeEmbedder()
+        emb.caption_bank_path = str(bank)
+        return emb
+
+    win = _indexed_window(make_window, qtbot, photos, factory=factory)
+    model_id = win.lib.embedder.model_id
+    qtbot.waitUntil(
+        lambda: not win.lib.catalog.captions_missing_embeddings(model_id), timeout=10000
+    )

@@ -211,3 +211,18 @@ def test_search_from_another_thread_while_indexing(lib, make_image, tmp_path):
         t.join()
     assert errors == [] and counts
     assert len(lib.search_text("red", top_k=10).hits) == 10
+
+
+def test_prepare_captions_embeds_the_bank_once_with_progress(tmp_path, make_image):
+    bank = tmp_path / "bank.txt"
+    bank.write_text("\n".join(f"caption number {i}" for i in range(600)))
+    emb = FakeEmbedder()
+    emb.caption_bank_path = str(bank)
+    make_image("red.jpg", "red")
+    seen: list[tuple[int, int]] = []
+    with Library.open(tmp_path / "lib", emb) as lib:
+        assert lib.prepare_captions(progress=lambda d, t: seen.append((d, t))) == 600
+        assert seen[-1] == (600, 600) and len(seen) == 3  # chunks of 256
+        seen.clear()
+        assert lib.prepare_captions(progress=lambda d, t: seen.append((d, t))) == 600
+        assert seen == []  # already embedded for this model: nothing to do
