@@ -276,6 +276,13 @@ def build_synthetic_library(
     return timings
 
 
+def library_cached(name: str, spec: dict[str, object], work: Path = WORK) -> bool:
+    meta_path = work / "libs" / f"{name}.json"
+    if not meta_path.exists() or not (work / "libs" / name / INDEX_FILE).exists():
+        return False
+    return json.loads(meta_path.read_text()).get("spec") == {**spec, "data_version": DATA_VERSION}
+
+
 def cached_library(
     name: str,
     vectors_fn: Callable[[], np.ndarray],  # only called when (re)building
