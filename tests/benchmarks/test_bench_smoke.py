@@ -33,7 +33,7 @@ def test_smoke_run_writes_every_key(tmp_path, monkeypatch):
     cfg = run.Config(
         n_12mp=4, n_sample=5, index_reps=2, text_queries=5,
         query_sizes=[300, 600], n_queries=10, n_brute={}, big_threshold=500,
-        open_n=300, open_reps=1, rescan_reps=2, model="fake",
+        open_n=300, open_reps=1, rescan_reps=2, model="fake", big_build=True,
     )
     results = run.run(cfg, tmp_path / "work", "pytest")
     out = json.loads(json.dumps(results, default=str))
