@@ -32,7 +32,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tuned-layers", type=int, default=0, help="MiniLM top layers to train")
     p.add_argument("--embed-dim", type=int, default=1024)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--loss", default="mh", choices=("mh", "sh"))
+    p.add_argument("--loss", default="mh", choices=("mh", "sh", "infonce"),
+                   help="VSE++ hinge with hardest (mh) or summed (sh) negatives; infonce = softmax")
     p.add_argument("--margin", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=128)

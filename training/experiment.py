@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-head", default="linear")
     ap.add_argument("--text-encoder", default="minilm")
     ap.add_argument("--tuned-layers", type=int, default=0)
+    ap.add_argument("--text-pool-layers", type=int, default=1)
     ap.add_argument("--embed-dim", type=int, default=1024)
     ap.add_argument("--feat-dropout", type=float, default=0.0)
     ap.add_argument("--text-dropout", type=float, default=0.0)
@@ -60,18 +61,28 @@ def main(argv: list[str] | None = None) -> int:
     config = VSEConfig(
         backbone="efficientnet-lite2", pooling=args.pooling, fusion=args.fusion,
         img_head=args.img_head, text_encoder=args.text_encoder, text_head=args.text_head,
-        tuned_layers=args.tuned_layers, embed_dim=args.embed_dim, feat_dropout=args.feat_dropout,
+        tuned_layers=args.tuned_layers, text_pool_layers=args.text_pool_layers, embed_dim=args.embed_dim, feat_dropout=args.feat_dropout,
     )
     text_cache = None
     if args.text_encoder == "minilm":
         from training.text_cache import build_hidden_cache
 
-        upto = 6 - args.tuned_layers
         t0 = time.time()
-        text_cache = build_hidden_cache(
-            MiniLMTextEncoder(64, 0), train_ds.captions, upto,
-            args.cache / f"minilm_hidden_l{upto}_f30k8k_train.npz",
-        )
+        if args.tuned_layers == 0 and args.text_dropout == 0:
+            from training.text_cache import build_hidden_caches, pooled_features
+
+            uptos = list(range(6 - args.text_pool_layers + 1, 7))
+            caches = build_hidden_caches(
+                MiniLMTextEncoder(64, 0), train_ds.captions, uptos,
+                [args.cache / f"minilm_hidden_l{u}_f30k8k_train.npz" for u in uptos],
+            )
+            text_cache = pooled_features(caches)
+        else:
+            upto = min(6 - args.tuned_layers, 6 - args.text_pool_layers + 1)
+            text_cache = build_hidden_cache(
+                MiniLMTextEncoder(64, 0), train_ds.captions, upto,
+                args.cache / f"minilm_hidden_l{upto}_f30k8k_train.npz",
+            )
         log.info("text cache ready in %.0fs", time.time() - t0)
     opts = TrainOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_scale_pretrained=args.lr_scale,

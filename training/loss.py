@@ -35,3 +35,22 @@ class ContrastiveLoss(nn.Module):
             cost_s = cost_s.max(dim=1).values
             cost_im = cost_im.max(dim=0).values
         return cost_s.sum() + cost_im.sum()
+
+
+class InfoNCELoss(nn.Module):
+    """Symmetric softmax contrastive loss (CLIP-style) with a learnable temperature.
+
+    Not part of VSE++; offered because with frozen features every in-batch negative carries
+    gradient (like SH) while hard negatives still dominate through the softmax (like MH).
+    """
+
+    def __init__(self, init_temperature: float = 0.05) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(float(-torch.log(torch.tensor(init_temperature)))))
+
+    def forward(self, im: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        logits = (im @ s.t()) * self.log_scale.clamp(max=4.6).exp()  # scale <= 100
+        target = torch.arange(len(im), device=im.device)
+        ce = nn.functional.cross_entropy
+        # summed over the batch, like the hinge losses, so learning rates stay comparable
+        return (ce(logits, target, reduction="sum") + ce(logits.t(), target, reduction="sum")) / 2

@@ -90,3 +90,14 @@ def build_hidden_cache(
 ) -> HiddenCache:
     """Hidden states after `upto` layers for every caption (see build_hidden_caches)."""
     return build_hidden_caches(encoder, captions, [upto], [path], batch_size)[0]
+
+
+def pooled_features(caches: Sequence[HiddenCache]) -> np.ndarray:
+    """Mean-pooled (over tokens) states of each cache, concatenated: (n_captions, k*384) float32.
+    With a frozen transformer this is exactly what the text head sees, so training needs no
+    transformer compute at all."""
+    out = []
+    for c in caches:
+        sums = np.add.reduceat(c.hidden.astype(np.float32), c.offsets[:-1], axis=0)
+        out.append(sums / np.diff(c.offsets)[:, None].astype(np.float32))
+    return np.concatenate(out, axis=1)

@@ -34,7 +34,7 @@ from engine.model.transforms import eval_transform, train_transform
 from engine.model.vse import VSEConfig, VSEModel
 from training.data import CaptionDataset
 from training.evaluate import evaluate_model
-from training.loss import ContrastiveLoss
+from training.loss import ContrastiveLoss, InfoNCELoss
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class TrainOptions:
     warmup_steps: int = 0
     grad_clip: float = 2.5
     margin: float = 0.2
-    loss: str = "mh"  # mh | sh
+    loss: str = "mh"  # mh | sh | infonce
     max_steps: int | None = None  # stop early (smoke tests)
     workers: int = 2
     seed: int = 0
@@ -133,7 +133,8 @@ def _collate(batch: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[
 
 
 class CachedFeed:
-    """Batches from cached image features (+ cached MiniLM hidden states if available)."""
+    """Batches from cached image features (+ cached MiniLM hidden states, or pooled MiniLM
+    features as an (n_captions, d) array, when available)."""
 
     def __init__(self, ds: CaptionDataset, cache_dir: Path, views: tuple[str, ...], text_cache: Any) -> None:
         from training.features import load_cached
@@ -161,7 +162,9 @@ class CachedFeed:
             grid = np.stack([self.views[vi][0][j] for vi, j in zip(v, imgs, strict=True)])
             stages = np.stack([self.views[vi][1][j] for vi, j in zip(v, imgs, strict=True)])
             batch: dict[str, Any] = {"grid": torch.from_numpy(grid), "stages": torch.from_numpy(stages)}
-            if self.text_cache is not None:
+            if isinstance(self.text_cache, np.ndarray):
+                batch["text_feats"] = torch.from_numpy(self.text_cache[idx])
+            elif self.text_cache is not None:
                 h, m = self.text_cache.batch(idx)
                 batch.update(hidden=h, mask=m, start=self.text_cache.upto)
             else:
@@ -231,8 +234,14 @@ def train(
         model.txt.token_dropout = opts.text_dropout
     elif isinstance(model.txt, GRUTextEncoder):
         model.txt.word_dropout = opts.text_dropout
-    criterion = ContrastiveLoss(opts.margin, max_violation=opts.loss == "mh")
+    criterion: nn.Module = (
+        InfoNCELoss() if opts.loss == "infonce" else ContrastiveLoss(opts.margin, max_violation=opts.loss == "mh")
+    )
+    criterion.to(device)
     optimizer = make_optimizer(model, opts)
+    if any(p.requires_grad for p in criterion.parameters()):
+        # the temperature is trained with the heads (it is not part of the model)
+        optimizer.add_param_group({"params": list(criterion.parameters()), "lr": opts.lr, "base_lr": opts.lr})
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     out = Path(out)
@@ -244,6 +253,7 @@ def train(
         state = torch.load(resume_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
+        criterion.load_state_dict(state.get("criterion", {}))
         start_epoch, step, best = state["epoch"] + 1, state["step"], state["best_rsum"]
         history = state["history"]
         log.info("resumed from %s at epoch %d", resume_path, start_epoch)
@@ -334,7 +344,8 @@ def train(
             torch.save(
                 {"model": {k: v for k, v in model.state_dict().items() if k in keep},
                  "optimizer": optimizer.state_dict(), "epoch": epoch,
-                 "step": step, "best_rsum": best, "history": history},
+                 "step": step, "best_rsum": best, "history": history,
+                 "criterion": criterion.state_dict()},
                 resume_path,
             )
             write_logs(history, log_csv, log_json)

@@ -169,7 +169,9 @@ class MiniLMTextEncoder(nn.Module):
 
     max_length = 64
 
-    def __init__(self, embed_dim: int, tuned_layers: int = 0, head: str = "linear") -> None:
+    def __init__(
+        self, embed_dim: int, tuned_layers: int = 0, head: str = "linear", pool_layers: int = 1
+    ) -> None:
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
         from transformers import AutoModel, AutoTokenizer
@@ -184,7 +186,10 @@ class MiniLMTextEncoder(nn.Module):
         self.first_tuned = n - tuned_layers
         for name, p in self.bert.named_parameters():
             p.requires_grad = any(name.startswith(f"encoder.layer.{i}.") for i in range(self.first_tuned, n))
-        self.proj = make_head(self.bert.config.hidden_size, embed_dim, head)
+        # pool_layers > 1: mean-pool each of the top k layers' outputs and concatenate them;
+        # lower layers keep more lexical detail (colours, counts) that the top layer smooths.
+        self.pool_layers = pool_layers
+        self.proj = make_head(self.bert.config.hidden_size * pool_layers, embed_dim, head)
         self.token_dropout = 0.0
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -209,25 +214,32 @@ class MiniLMTextEncoder(nn.Module):
             drop[:, 0] = False
             mask = mask * (~drop).to(mask.dtype)
         ext = _additive_mask(mask, hidden.dtype)
+        n = self.bert.config.num_hidden_layers
+        if start > n - self.pool_layers + 1:
+            raise ValueError(f"pooling {self.pool_layers} layers needs states from layer <= {n - self.pool_layers + 1}")
         h = hidden
-        for i, layer in enumerate(self.bert.encoder.layer):
-            if i < start:
-                continue
-            if i < self.first_tuned:
-                with torch.no_grad():
-                    h = _layer_out(layer(h, attention_mask=ext))
-            else:
-                h = _layer_out(layer(h, attention_mask=ext))
         m = mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return self.proj(pooled)
+        pooled = []
+        # `hidden` is the output after `start` layers; pool the outputs after layers n-k+1..n
+        for j in range(start, n + 1):
+            if j > start:
+                layer = self.bert.encoder.layer[j - 1]
+                if j - 1 < self.first_tuned:
+                    with torch.no_grad():
+                        h = _layer_out(layer(h, attention_mask=ext))
+                else:
+                    h = _layer_out(layer(h, attention_mask=ext))
+            if j > n - self.pool_layers:
+                pooled.append((h * m).sum(1) / m.sum(1).clamp(min=1.0))
+        return self.proj(torch.cat(pooled, dim=1))
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         tok = self.tokenize(texts)
         dev = next(self.proj.parameters()).device
         ids, mask = tok["input_ids"].to(dev), tok["attention_mask"].to(dev)
-        h = self.frozen_hidden(ids, mask, self.first_tuned)
-        return self.forward_hidden(h, mask, self.first_tuned)
+        start = min(self.first_tuned, self.bert.config.num_hidden_layers - self.pool_layers + 1)
+        h = self.frozen_hidden(ids, mask, start)
+        return self.forward_hidden(h, mask, start)
 
 
 def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -29,6 +29,7 @@ class VSEConfig:
     text_encoder: str = "minilm"  # gru | bigru | minilm
     text_head: str = "linear"
     tuned_layers: int = 0  # MiniLM top layers trained
+    text_pool_layers: int = 1  # MiniLM: mean-pool the top k layers and concatenate
     embed_dim: int = 1024
     grid_positions: int = 49
     feat_dropout: float = 0.0
@@ -70,7 +71,9 @@ class VSEModel(nn.Module):
                 vocab, config.embed_dim, bidirectional=config.text_encoder == "bigru", glove=glove
             )
         elif config.text_encoder == "minilm":
-            self.txt = MiniLMTextEncoder(config.embed_dim, config.tuned_layers, config.text_head)
+            self.txt = MiniLMTextEncoder(
+                config.embed_dim, config.tuned_layers, config.text_head, config.text_pool_layers
+            )
         else:
             raise ValueError(f"unknown text encoder {config.text_encoder!r}")
         self.set_backbone_trainable(config.finetune)
@@ -113,6 +116,7 @@ class VSEModel(nn.Module):
         hidden: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         start: int = 0,
+        text_feats: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One training step's embeddings. A single forward (rather than separate calls) is
         what DistributedDataParallel needs to synchronise gradients. Images come either as
@@ -121,6 +125,9 @@ class VSEModel(nn.Module):
         im = self.embed_images(images) if images is not None else self.embed_features(grid, stages)
         if texts is not None:
             s = self.embed_texts(texts)
+        elif text_feats is not None:
+            # precomputed pooled MiniLM features (frozen transformer): only the head trains
+            s = F.normalize(self.txt.proj(text_feats), dim=-1)
         else:
             assert isinstance(self.txt, MiniLMTextEncoder)
             s = F.normalize(self.txt.forward_hidden(hidden, mask, start), dim=-1)

@@ -46,3 +46,20 @@ def test_mh_never_exceeds_sh_and_gradients_flow():
     assert mh <= sh + 1e-6
     mh.backward()
     assert im.grad is not None and im.grad.abs().sum() > 0
+
+
+def test_infonce_matches_naive_softmax():
+    import math
+
+    from training.loss import InfoNCELoss
+
+    g = torch.Generator().manual_seed(1)
+    im = torch.nn.functional.normalize(torch.randn(5, 6, generator=g, dtype=torch.float64), dim=1)
+    s = torch.nn.functional.normalize(torch.randn(5, 6, generator=g, dtype=torch.float64), dim=1)
+    loss = InfoNCELoss(0.1).double()
+    scores = (im @ s.t()) * 10.0
+    want = 0.0
+    for i in range(5):
+        want -= scores[i, i] - math.log(sum(math.exp(scores[i, j]) for j in range(5)))
+        want -= scores[i, i] - math.log(sum(math.exp(scores[j, i]) for j in range(5)))
+    torch.testing.assert_close(loss(im, s), torch.tensor(want / 2, dtype=torch.float64))
