@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 # The recipe chosen by val rsum (see docs/MODEL.md for the variants tried).
 RECIPE = [
-    "--loss", "infonce", "--fusion", "--pooling", "gap", "--epochs", "6", "--views", "orig",
-    "--early-stop", "2",
+    "--loss", "infonce", "--fusion", "--pooling", "gap", "--text-pool-layers", "3",
+    "--img-head", "mlp", "--text-head", "mlp", "--feat-dropout", "0.2",
+    "--epochs", "6", "--views", "orig", "--early-stop", "2",
 ]
 
 

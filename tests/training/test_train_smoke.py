@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from engine.model.checkpoint import load_checkpoint
@@ -14,6 +15,7 @@ from training.text_cache import build_hidden_cache
 from training.train import TrainOptions, train
 
 
+@pytest.mark.slow  # ~15 s on 2 free cores; the CLI test below covers --finetune quickly
 def test_finetune_end_to_end_loss_goes_down(tiny_dataset, tmp_path):
     torch.manual_seed(0)
     ds = load_dataset(tiny_dataset)
