@@ -9,7 +9,7 @@ import torch
 from engine.model.checkpoint import load_checkpoint
 from engine.model.text import MiniLMTextEncoder
 from engine.model.vse import VSEConfig
-from training.data import load_dataset
+from training.data import CaptionDataset, load_dataset
 from training.features import extract
 from training.text_cache import build_hidden_cache
 from training.train import TrainOptions, train
@@ -23,7 +23,8 @@ def test_finetune_end_to_end_loss_goes_down(tiny_dataset, tmp_path):
                     text_encoder="minilm", embed_dim=64)
     opts = TrainOptions(epochs=4, batch_size=32, lr=1e-3, loss="sh", workers=0)
     out = tmp_path / "e2e.pt"
-    summary = train(cfg, ds, ds, out, opts, progress=False)
+    val = CaptionDataset("val", ds.items[:16])  # small: MiniLM on many captions is the slow part
+    summary = train(cfg, ds, val, out, opts, progress=False)
     losses = [h["loss"] for h in summary["history"]]
     assert losses[-1] < losses[0]
     assert all("rsum" in h for h in summary["history"])
@@ -35,6 +36,7 @@ def test_finetune_end_to_end_loss_goes_down(tiny_dataset, tmp_path):
         assert out.with_suffix(suffix).exists()
 
 
+@pytest.mark.slow  # ~15 s on 2 free cores
 def test_cached_features_with_tuned_minilm_layer(tiny_dataset, tmp_path):
     torch.manual_seed(0)
     ds = load_dataset(tiny_dataset)
@@ -45,18 +47,19 @@ def test_cached_features_with_tuned_minilm_layer(tiny_dataset, tmp_path):
     tc = build_hidden_cache(MiniLMTextEncoder(16, 0), ds.captions, 5)
     cfg = VSEConfig(backbone="mobilenet_v2", image_size=64, grid_positions=4, pooling="gpo",
                     fusion=True, img_head="mlp", text_encoder="minilm", tuned_layers=1, embed_dim=64)
-    opts = TrainOptions(epochs=6, batch_size=64, lr=1e-3, cache_dir=str(cache), views=("orig", "crop1"),
+    opts = TrainOptions(epochs=3, batch_size=64, lr=1e-3, cache_dir=str(cache), views=("orig", "crop1"),
                         text_dropout=0.1)
     out = tmp_path / "cached.pt"
-    summary = train(cfg, ds, ds, out, opts, val_cache=cache, text_cache=tc, progress=False)
+    val = CaptionDataset("val", ds.items[:16])
+    summary = train(cfg, ds, val, out, opts, text_cache=tc, progress=False)
     losses = [h["loss"] for h in summary["history"]]
     assert losses[-1] < losses[0]
     # resume continues from the saved epoch
-    opts.epochs = 7
-    again = train(cfg, ds, ds, out, opts, resume=True, val_cache=cache, text_cache=tc, progress=False)
-    assert [h["epoch"] for h in again["history"]] == list(range(1, 8))
+    opts.epochs = 4
+    again = train(cfg, ds, val, out, opts, resume=True, text_cache=tc, progress=False)
+    assert [h["epoch"] for h in again["history"]] == list(range(1, 5))
     hist = json.loads(out.with_suffix(".log.json").read_text())
-    assert len(hist) == 7
+    assert len(hist) == 4
 
 
 def test_cli_train_and_evaluate(tiny_dataset, tmp_path, capsys):
