@@ -21,7 +21,7 @@ from engine.embedder import Embedder
 from engine.indexer import BATCH_SIZE
 from engine.library import CATALOG_FILE, INDEX_FILE, Library
 from engine.search import SearchService
-from engine.vector_index import VectorIndex
+from engine.vector_index import HNSW_EF_SEARCH, VectorIndex
 
 from . import data
 from .model import RekeyedEmbedder
@@ -220,7 +220,7 @@ def bench_query(
     out: dict[str, object] = {
         "n": n, "dim": dim, "top_k": top_k, "queries": n_queries,
         "hnsw": {"M": hnsw_m or 16, "ef_construction": hnsw_ef_construction or 200,
-                 "ef_search": "engine default: max(128, 4k)"},
+                 "ef_search": f"engine default: max({HNSW_EF_SEARCH}, 4k)"},
         "build": meta["build"], "build_cached": meta["cached"],
     }
     if via_library:

@@ -178,6 +178,8 @@ class MiniLMTextEncoder(nn.Module):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        # Its "Loading weights" bar would land in every CLI command's output.
+        hf_logging.disable_progress_bar()
         path = minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.bert = AutoModel.from_pretrained(str(path))
