@@ -77,6 +77,16 @@ class CaptionsPanel(QWidget):
         self.list.addItem(QListWidgetItem("Finding captions\u2026"))
         self.list.item(0).setFlags(Qt.ItemFlag.NoItemFlags)
 
+    def show_progress(self, path: str, done: int, total: int) -> None:
+        """The first use per model embeds the whole caption bank; say so instead of
+        leaving "Finding captions..." up for a minute."""
+        if path != self.path or self.list.count() != 1 or self.captions():
+            return
+        pct = int(100 * done / max(1, total))
+        self.list.item(0).setText(
+            f"Preparing {total:,} caption suggestions for this model (once)… {pct}%"
+        )
+
     def show_captions(self, path: str, hits: list[Any]) -> None:
         if path != self.path:
             return  # an answer for a photo the user no longer looks at

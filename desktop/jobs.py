@@ -79,7 +79,11 @@ class Job(QRunnable):
                 log.error("%s failed:\n%s", self.name, traceback.format_exc())
             self.signals.failed.emit(self.error)
         finally:
-            self.signals.done.emit()
+            try:
+                self.signals.done.emit()
+            except RuntimeError:
+                # The receiver side was torn down at exit while this job finished.
+                log.debug("%s finished after its signals were deleted", self.name)
 
 
 def _is_user_error(exc: BaseException) -> bool:
@@ -210,6 +214,14 @@ class CaptionsJob(Job):
         self.top_k = top_k
 
     def work(self) -> Any:
+        # Embedding the bank first, chunk by chunk, keeps a first-time request cancellable
+        # (quit must not wait a minute) and lets the panel show progress.
+        def progress(done: int, total: int) -> None:
+            if self.cancel.is_set():
+                raise JobCancelled()
+            self.report((self.path, done, total), force=done >= total)
+
+        self.lib.prepare_captions(progress=progress)
         return (self.path, self.lib.similar_captions(self.path, top_k=self.top_k))
 
 

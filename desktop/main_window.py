@@ -805,6 +805,7 @@ class MainWindow(QMainWindow):
             CaptionsJob(self.lib, path),
             on_finished=lambda res: self.captions_panel.show_captions(*res),
             on_failed=lambda msg, p=path: self.captions_panel.show_error(p, msg),
+            on_progress=lambda prog: self.captions_panel.show_progress(*prog),
         )
 
     def find_similar_photos(self) -> None:

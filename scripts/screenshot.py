@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     win.context_menu.close()
 
     win.act_captions.trigger()
-    wait_until(app, lambda: bool(win.captions_panel.captions()), 60, "captions")
+    # The first request per model embeds the ~35K-caption bank: minutes on a busy CPU.
+    wait_until(app, lambda: bool(win.captions_panel.captions()), 400, "captions")
     settle(app, 0.5)
     save(win.grab(), "5_captions.png")
 

@@ -137,3 +137,34 @@ def test_no_display_gives_advice_instead_of_a_qt_abort():
     assert "no display found" in missing_display_message({})
     assert missing_display_message({"DISPLAY": ":0"}) is None
     assert missing_display_message({"QT_QPA_PLATFORM": "offscreen"}) is None
+
+
+def test_captions_job_reports_bank_progress_and_stops_on_cancel(qtbot):
+    from desktop.jobs import CaptionsJob
+
+    class Lib:
+        def __init__(self) -> None:
+            self.chunks = 0
+
+        def prepare_captions(self, progress):
+            for done in range(256, 2049, 256):
+                self.chunks += 1
+                progress(done, 2048)
+            return 2048
+
+        def similar_captions(self, path, top_k):
+            return ["a caption"]
+
+    lib = Lib()
+    job = CaptionsJob(lib, "/p.jpg")
+    seen = []
+    job.signals.progress.connect(seen.append)
+    job.run()
+    assert job.result == ("/p.jpg", ["a caption"])
+    qtbot.waitUntil(lambda: ("/p.jpg", 2048, 2048) in seen, timeout=2000)
+
+    lib2 = Lib()
+    job2 = CaptionsJob(lib2, "/p.jpg")
+    job2.signals.progress.connect(lambda _p: job2.cancel.set())  # quit during the first chunk
+    job2.run()
+    assert job2.result is None and lib2.chunks <= 2  # stopped at the next chunk boundary
