@@ -99,3 +99,16 @@ def test_garbage_with_matching_sidecar_is_rebuilt(tmp_path):
     path.write_bytes(b"\xff" * meta["index_bytes"])
     idx, rebuilt, _ = _open(path, ids, vecs)
     assert rebuilt and idx.count == 10
+
+
+def test_search_widens_with_the_index_size(monkeypatch):
+    import engine.vector_index as vi
+
+    index = vi.VectorIndex(dim=8, model_id="m")
+    rng = np.random.default_rng(0)
+    index.add(list(range(1, 3001)), rng.standard_normal((3000, 8)).astype(np.float32))
+    index.knn(rng.standard_normal(8).astype(np.float32), 5)
+    assert index._index.ef == vi.HNSW_EF_SEARCH
+    monkeypatch.setattr(vi, "EF_PER_COUNT", 2)  # pretend 3000 vectors is a huge library
+    index.knn(rng.standard_normal(8).astype(np.float32), 5)
+    assert index._index.ef == 1500
