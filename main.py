@@ -9,7 +9,6 @@ not in engine/, because its commands come from engine/ (library) and training/
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 
@@ -36,23 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_app()
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from engine.errors import PhotosearchError
+    from engine.cli import dispatch
 
-    try:
-        return int(args.func(args) or 0)
-    except PhotosearchError as exc:
-        print(f"photosearch: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("photosearch: interrupted", file=sys.stderr)
-        return 130
+    return dispatch(args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVB
 
 from desktop.jobs import FunctionJob, JobRunner
 from desktop.photo_grid_model import format_date
-from desktop.thumbnails import pil_to_qimage
+from desktop.thumbnails import decode_for_display
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +25,10 @@ PREVIEW_MAX_PX = 2560
 
 def load_preview_image(path: str, max_px: int = PREVIEW_MAX_PX) -> QImage | None:
     """Decode one photo for the preview (worker thread): EXIF orientation applied."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (max_px, max_px))
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((max_px, max_px))
-            return pil_to_qimage(im)
-    except Exception:  # noqa: BLE001 - shown to the user as "cannot open"
-        log.info("preview: cannot decode %s", path, exc_info=True)
-        return None
+    image = decode_for_display(path, max_px)
+    if image is None:
+        log.info("preview: cannot decode %s", path)
+    return image
 
 
 class _ImageLabel(QLabel):

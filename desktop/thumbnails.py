@@ -39,10 +39,27 @@ def load_thumbnail_image(lib: Any, path: str, max_px: int = THUMB_PX) -> QImage 
     return _decode_original(path, max_px)
 
 
+def decode_for_display(path: str, max_px: int) -> QImage | None:
+    """A photo as a QImage at most `max_px` on its longer side (worker threads only).
+
+    Goes through the engine's decoder so what the grid and the preview show matches what
+    was indexed: EXIF orientation, CMYK/16-bit/alpha to RGB, JPEG draft mode."""
+    from engine.imaging import ImageDecodeError, decode_image
+
+    try:
+        image = decode_image(path, target_size=max_px).image
+        image.thumbnail((max_px, max_px))
+        return pil_to_qimage(image)
+    except (ImageDecodeError, OSError):  # unreadable file: the placeholder says so
+        log.debug("cannot decode %s", path, exc_info=True)
+        return None
+
+
 def _decode_original(path: str, max_px: int) -> QImage | None:
     # Slow path: the engine has not made a thumbnail (not indexed yet, or it failed).
     if not Path(path).is_file():
         return None
+    return decode_for_display(path, max_px)
     try:
         from PIL import Image, ImageOps
 

@@ -352,14 +352,10 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_status)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="photosearch")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
+def dispatch(args: argparse.Namespace) -> int:
+    """Run a parsed command: user errors become one line on stderr, never a traceback."""
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -370,6 +366,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("photosearch: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="photosearch")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register(sub)
+    return dispatch(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
