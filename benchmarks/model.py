@@ -96,3 +96,6 @@ class RekeyedEmbedder:
 
     def embed_texts(self, texts):  # type: ignore[no-untyped-def]
         return self.inner.embed_texts(texts)
+
+    def image_query(self, vector):  # type: ignore[no-untyped-def]
+        return self.inner.image_query(vector)

@@ -18,7 +18,8 @@ from PIL import Image
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Maps images and texts into one L2-normalised space compared by inner product."""
+    """Maps images and texts into one space compared by inner product (unit vectors, except
+    that a model may append score terms, see `image_query`)."""
 
     model_id: str
     dim: int
@@ -37,6 +38,10 @@ class Embedder(Protocol):
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, d) float32, L2-normalised."""
+        ...
+
+    def image_query(self, vector: np.ndarray) -> np.ndarray:
+        """Turn a stored image vector into the query that finds similar photos."""
         ...
 
 
@@ -105,3 +110,6 @@ class FakeEmbedder:
             words = re.findall(r"[a-z]+", text.lower()) or [""]
             out[i] = sum(self._word_vector(w) for w in words)
         return l2_normalize(out)
+
+    def image_query(self, vector: np.ndarray) -> np.ndarray:
+        return np.asarray(vector, dtype=np.float32)

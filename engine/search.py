@@ -197,7 +197,8 @@ class SearchService:
         vec = self.catalog.get_embedding(row.content_hash or "", embedder.model_id)
         if vec is None:
             return SearchResult([], True, None, weak_threshold(embedder))
-        pairs = self.search_vector(vec, index, embedder.model_id, top_k, exclude={row.id})
+        query = embedder.image_query(vec)
+        pairs = self.search_vector(query, index, embedder.model_id, top_k, exclude={row.id})
         return self.to_result(pairs, weak_threshold(embedder))
 
     # -- captions ----------------------------------------------------------------------

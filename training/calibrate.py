@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from engine.model.checkpoint import load_checkpoint
     from training.data import load_dataset
-    from training.evaluate import embed_captions, embed_dataset_images
+    from training.evaluate import embed_captions, embed_dataset_images, joint_vectors
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ds = load_dataset(args.data)
     img = embed_dataset_images(model, [it.path for it in ds.items])
     txt = embed_captions(model, ds.captions)
+    img, txt = joint_vectors(model, img, txt)
     calib = weak_match_threshold(img @ txt.T, ds.caption_image)
     calib["calibrated_on"] = args.data.name
     raw = torch.load(args.checkpoint, map_location="cpu", weights_only=True)

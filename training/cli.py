@@ -58,6 +58,9 @@ def register(subparsers: Any) -> None:
     _add_model_args(p)
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write (best val rsum)")
     p.add_argument("--resume", action="store_true", help="continue from OUT's .resume.pt")
+    p.add_argument("--bank-size", type=int, default=4096,
+                   help="after training, fit bank normalisation with this many training captions "
+                        "and images, keeping it only if it raises val rsum (0 = off)")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("evaluate", help="retrieval metrics of a model on a caption dataset")
@@ -152,7 +155,22 @@ def _run_training(args: argparse.Namespace, out: Path, loss: str) -> dict[str, A
 def cmd_train(args: argparse.Namespace) -> int:
     logging.getLogger("training").setLevel(logging.INFO)
     summary = _run_training(args, args.out, args.loss)
-    print(json.dumps({"checkpoint": str(args.out), "best_val_rsum": summary["best_rsum"]}))
+    result = {"checkpoint": str(args.out), "best_val_rsum": summary["best_rsum"]}
+    train_ds, val_ds = _datasets(args)
+    from training.train import dist_info
+
+    if args.bank_size > 0 and val_ds is not None and args.out.exists() and dist_info()[0] == 0:
+        from training.bank import add_bank_to_checkpoint
+
+        caches = _prepare_caches(args, _config(args), train_ds, val_ds)
+        report = add_bank_to_checkpoint(
+            args.out, train_ds, val_ds, args.bank_size,
+            train_cache=Path(caches["cache_dir"]) if "cache_dir" in caches else None,
+            val_cache=caches.get("val_cache"),
+        )
+        result["bank_beta"] = report["beta"]
+        result["val_rsum_with_bank"] = max(report["val_rsum_by_beta"].values())
+    print(json.dumps(result))
     return 0
 
 

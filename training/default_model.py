@@ -2,7 +2,7 @@
 
 Steps: cache EfficientNet-Lite2 features (frozen backbone) for train/val, cache MiniLM lower
 layer states for the training captions, train the chosen recipe on f30k8k_train selecting the
-epoch on f30k8k_val, calibrate the weak-match threshold on f30k8k_val, write the caption bank,
+epoch on f30k8k_val, fit bank normalisation (beta chosen on f30k8k_val), calibrate the weak-match threshold on f30k8k_val, write the caption bank,
 and save engine/assets/default_model.pt. f8k_extra (the public test) is only reported.
 """
 
@@ -18,9 +18,10 @@ import torch
 
 from engine.model.checkpoint import load_checkpoint, save_checkpoint
 from engine.models import CAPTION_BANK, DEFAULT_CHECKPOINT
+from training.bank import add_bank_to_checkpoint
 from training.calibrate import weak_match_threshold, write_caption_bank
 from training.data import load_dataset
-from training.evaluate import embed_captions, embed_dataset_images
+from training.evaluate import embed_captions, embed_dataset_images, joint_vectors
 from training.experiment import main as run_experiment
 from training.features import extract
 from training.metrics import metrics_from_embeddings
@@ -33,6 +34,9 @@ RECIPE = [
     "--img-head", "mlp", "--text-head", "mlp", "--feat-dropout", "0.2",
     "--epochs", "6", "--views", "orig", "--early-stop", "2",
 ]
+
+# Training captions and images kept in the model for bank normalisation (training/bank.py).
+BANK_SIZE = 4096
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         run_experiment(["--name", "default", "--data-root", str(root), "--cache", str(args.cache),
                         "--threads", str(args.threads), *RECIPE])
         run = Path("cache/runs/default.pt")
+        add_bank_to_checkpoint(run, train_ds, val_ds, BANK_SIZE, train_cache=args.cache / "f30k8k_train",
+                               val_cache=args.cache / "f30k8k_val")
     model, ckpt = load_checkpoint(run)
     # calibrate on val through the pixel path, exactly as the app will embed photos
     img = embed_dataset_images(model, [it.path for it in val_ds.items])
     txt = embed_captions(model, val_ds.captions)
+    img, txt = joint_vectors(model, img, txt)
     val_metrics = metrics_from_embeddings(img, txt, val_ds.caption_image)
     calib = weak_match_threshold(img @ txt.T, val_ds.caption_image)
     calib["calibrated_on"] = "f30k8k_val"

@@ -64,6 +64,16 @@ def embed_captions(model: VSEModel, captions: Sequence[str], batch_size: int = 2
     return np.concatenate(out)
 
 
+@torch.no_grad()
+def joint_vectors(model: VSEModel, img: np.ndarray, txt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit embeddings -> the vectors whose inner products are the model's scores (identity
+    unless the model carries bank normalisation, see VSEModel.image_vectors)."""
+    dev = next(model.parameters()).device
+    i = model.image_vectors(torch.from_numpy(img).to(dev)).float().cpu().numpy()
+    t = model.text_vectors(torch.from_numpy(txt).to(dev)).float().cpu().numpy()
+    return i, t
+
+
 def evaluate_model(
     model: VSEModel, ds: CaptionDataset, device: torch.device | None = None,
     feature_cache: Path | None = None, folds: int | None = None,
@@ -71,6 +81,7 @@ def evaluate_model(
     """Metrics dict; 5K-image test sets use the 5-fold 1K protocol unless `folds` says otherwise."""
     img = embed_dataset_images(model, [it.path for it in ds.items], device, feature_cache=feature_cache)
     txt = embed_captions(model, ds.captions)
+    img, txt = joint_vectors(model, img, txt)
     if folds is None:
         folds = 5 if len(ds) == 5000 else 1
     return metrics_from_embeddings(img, txt, ds.caption_image, folds=folds)

@@ -30,7 +30,9 @@ def _sensible_threads() -> int:
 
 
 class VSEEmbedder:
-    """Images and texts into the model's joint space; rows are L2-normalised float32.
+    """Images and texts into the model's joint space as float32 rows whose inner products are
+    the model's scores: unit vectors, plus two bank-normalisation terms when the checkpoint
+    has them (`VSEModel.image_vectors`).
 
     CPU by default (CUDA + fp16 autocast when a GPU is present and `device` allows it).
     `prepare_image` is pure numpy/PIL and thread-safe; model calls are serialised by a lock
@@ -53,7 +55,9 @@ class VSEEmbedder:
             torch.set_num_threads(threads or _sensible_threads())
         self.model = model.to(self.device).eval()
         self.model_id: str = ckpt["model_id"]
-        self.dim: int = int(model.config.embed_dim)
+        # with bank normalisation the stored vectors carry two extra score terms (see vse.py)
+        self.dim: int = int(model.joint_dim)
+        self._embed_dim = int(model.config.embed_dim)
         self.metrics = ckpt.get("metrics", {})
         calib = ckpt.get("calibration") or {}
         self.weak_match_threshold: float = float(
@@ -74,7 +78,7 @@ class VSEEmbedder:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         with self._lock, torch.autocast(self.device.type, enabled=self.device.type == "cuda", dtype=torch.float16):
             out = self.model.embed_images(x)
-        return l2_normalize(out.float().cpu().numpy())
+        return self._joint(self.model.image_vectors, out)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
@@ -87,4 +91,17 @@ class VSEEmbedder:
             return np.zeros((0, self.dim), np.float32)
         with self._lock, torch.autocast(self.device.type, enabled=self.device.type == "cuda", dtype=torch.float16):
             out = self.model.embed_texts(list(texts))
-        return l2_normalize(out.float().cpu().numpy())
+        return self._joint(self.model.text_vectors, out)
+
+    def _joint(self, to_vectors, unit: torch.Tensor) -> np.ndarray:  # type: ignore[no-untyped-def]
+        # renormalise in float32 (autocast may have produced fp16), then add the bank terms
+        unit = torch.from_numpy(l2_normalize(unit.float().cpu().numpy())).to(self.device)
+        with self._lock:
+            return to_vectors(unit).float().cpu().numpy().astype(np.float32)
+
+    def image_query(self, vector: np.ndarray) -> np.ndarray:
+        """A stored photo vector as a query for photos like it: plain cosine, because the bank
+        terms describe how an image relates to captions, not to other images."""
+        q = np.array(vector, dtype=np.float32, copy=True)
+        q[self._embed_dim :] = 0.0
+        return q

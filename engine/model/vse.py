@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
@@ -33,6 +34,11 @@ class VSEConfig:
     embed_dim: int = 1024
     grid_positions: int = 49
     feat_dropout: float = 0.0
+    # Bank normalisation (hubness correction): with bank_size > 0 the model carries that many
+    # training captions and images, embedded, and scores a pair as its cosine minus each side's
+    # soft-max similarity to the other modality's bank. 0 = plain cosine.
+    bank_size: int = 0
+    bank_beta: float = 20.0
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -77,6 +83,56 @@ class VSEModel(nn.Module):
         else:
             raise ValueError(f"unknown text encoder {config.text_encoder!r}")
         self.set_backbone_trainable(config.finetune)
+        if config.bank_size > 0:
+            # fp16 halves the checkpoint; the scores are computed in float32
+            shape = (config.bank_size, config.embed_dim)
+            self.register_buffer("bank_text", torch.zeros(shape, dtype=torch.float16))
+            self.register_buffer("bank_images", torch.zeros(shape, dtype=torch.float16))
+
+    @property
+    def joint_dim(self) -> int:
+        """Length of the vectors `image_vectors` / `text_vectors` return."""
+        return self.config.embed_dim + (2 if self.config.bank_size > 0 else 0)
+
+    def set_banks(self, text_bank: torch.Tensor, image_bank: torch.Tensor, beta: float) -> None:
+        """Switch bank normalisation on with unit embeddings of training captions and images."""
+        if text_bank.shape != image_bank.shape or text_bank.shape[1] != self.config.embed_dim:
+            raise ValueError("text and image banks must both be (n, embed_dim)")
+        if beta <= 0 or len(text_bank) == 0:
+            raise ValueError("bank normalisation needs a non-empty bank and beta > 0")
+        dev = next(self.parameters()).device
+        self.config.bank_size, self.config.bank_beta = int(text_bank.shape[0]), float(beta)
+        self.register_buffer("bank_text", text_bank.detach().to(dev, torch.float16))
+        self.register_buffer("bank_images", image_bank.detach().to(dev, torch.float16))
+
+    def clear_banks(self) -> None:
+        """Back to plain cosine scores."""
+        self.config.bank_size = 0
+        for name in ("bank_text", "bank_images"):
+            if name in self._buffers:
+                del self._buffers[name]
+
+    def _bank_softmax(self, x: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+        # log-mean-exp of beta * similarity, over the bank: how much x looks like "everything"
+        beta = self.config.bank_beta
+        sims = x.float() @ bank.float().T
+        return (torch.logsumexp(beta * sims, dim=1) - math.log(bank.shape[0])) / beta
+
+    def image_vectors(self, im: torch.Tensor) -> torch.Tensor:
+        """Unit image embeddings -> the vectors stored for search. With bank normalisation,
+        [v, -c(v), 1] against a text's [t, 1, -d(t)] gives v.t - c(v) - d(t): images that are
+        close to every caption (hubs) stop crowding the top of every result list."""
+        if self.config.bank_size <= 0:
+            return im
+        c = self._bank_softmax(im, self.bank_text)
+        return torch.cat([im.float(), -c[:, None], torch.ones_like(c)[:, None]], dim=1)
+
+    def text_vectors(self, s: torch.Tensor) -> torch.Tensor:
+        """Unit text embeddings -> query vectors (see `image_vectors`)."""
+        if self.config.bank_size <= 0:
+            return s
+        d = self._bank_softmax(s, self.bank_images)
+        return torch.cat([s.float(), torch.ones_like(d)[:, None], -d[:, None]], dim=1)
 
     @property
     def vocab(self) -> list[str] | None:

@@ -1,0 +1,108 @@
+"""Bank normalisation: joint vectors reproduce the scoring rule, survive the checkpoint, and
+photo-to-photo queries stay plain cosine."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from engine.model.embedder import VSEEmbedder
+from engine.model.vse import VSEConfig, VSEModel
+
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def banked(tmp_path_factory):
+    torch.manual_seed(0)
+    model = VSEModel(VSEConfig(backbone="mobilenet_v2", text_encoder="minilm", embed_dim=DIM)).eval()
+    text_bank = F.normalize(torch.randn(7, DIM), dim=-1)
+    image_bank = F.normalize(torch.randn(7, DIM), dim=-1)
+    model.set_banks(text_bank, image_bank, beta=12.0)
+    path = tmp_path_factory.mktemp("bank") / "m.pt"
+    save_checkpoint(path, model)
+    return model, path
+
+
+def naive_score(v, t, text_bank, image_bank, beta):
+    """cos(v, t) minus each side's log-mean-exp similarity to the other modality's bank."""
+    def softmean(x, bank):
+        return math.log(sum(math.exp(beta * float(x @ b)) for b in bank) / len(bank)) / beta
+
+    return float(v @ t) - softmean(v, text_bank) - softmean(t, image_bank)
+
+
+def test_joint_vector_inner_product_is_the_bank_normalised_score(banked):
+    model, _ = banked
+    v = F.normalize(torch.randn(3, DIM), dim=-1)
+    t = F.normalize(torch.randn(4, DIM), dim=-1)
+    iv, tv = model.image_vectors(v), model.text_vectors(t)
+    assert iv.shape == (3, DIM + 2) and model.joint_dim == DIM + 2
+    tb, ib = model.bank_text.float(), model.bank_images.float()
+    for i in range(3):
+        for j in range(4):
+            assert float(iv[i] @ tv[j]) == pytest.approx(naive_score(v[i], t[j], tb, ib, 12.0), abs=1e-5)
+
+
+def test_hub_image_is_pushed_down():
+    torch.manual_seed(1)
+    model = VSEModel(VSEConfig(backbone="mobilenet_v2", text_encoder="minilm", embed_dim=DIM)).eval()
+    e = torch.eye(DIM)
+    # the caption bank clusters around e1; the query is e0
+    bank = F.normalize(e[1] + 0.3 * torch.randn(50, DIM), dim=-1)
+    query = e[:1]
+    hub = F.normalize(0.5 * e[0] + e[1], dim=0)[None]  # like the query, and like every caption
+    ordinary = F.normalize(0.4 * e[0] + e[2], dim=0)[None]  # a little less like the query
+    assert float(hub @ query.T) > float(ordinary @ query.T)
+    model.set_banks(bank, F.normalize(torch.randn(50, DIM), dim=-1), beta=20.0)
+    scores = model.image_vectors(torch.cat([hub, ordinary])) @ model.text_vectors(query).T
+    assert float(scores[1]) > float(scores[0])
+
+
+def test_bank_round_trips_through_the_checkpoint(banked):
+    model, path = banked
+    raw = read_checkpoint(path)
+    assert raw["config"]["bank_size"] == 7 and raw["config"]["bank_beta"] == 12.0
+    assert raw["state_dict"]["bank_text"].dtype == torch.float16
+    loaded, _ = load_checkpoint(path)
+    v = F.normalize(torch.randn(2, DIM), dim=-1)
+    torch.testing.assert_close(loaded.image_vectors(v), model.image_vectors(v))
+    torch.testing.assert_close(loaded.text_vectors(v), model.text_vectors(v))
+
+
+def test_clear_banks_restores_plain_cosine(banked):
+    _, path = banked
+    model, _ = load_checkpoint(path)
+    model.clear_banks()
+    v = F.normalize(torch.randn(2, DIM), dim=-1)
+    assert torch.equal(model.image_vectors(v), v) and model.joint_dim == DIM
+    assert not any(k.startswith("bank_") for k in model.state_dict())
+
+
+def test_embedder_vectors_and_image_query(banked):
+    _, path = banked
+    emb = VSEEmbedder(path, device="cpu", threads=1)
+    assert emb.dim == DIM + 2
+    from PIL import Image
+
+    imgs = emb.embed_images([Image.new("RGB", (64, 64), "red"), Image.new("RGB", (64, 64), "blue")])
+    txt = emb.embed_texts(["a red ball"])
+    assert imgs.shape == (2, DIM + 2) and txt.shape == (1, DIM + 2)
+    np.testing.assert_allclose(np.linalg.norm(imgs[:, :DIM], axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(imgs[:, DIM + 1], 1.0)
+    np.testing.assert_allclose(txt[:, DIM], 1.0)
+    q = emb.image_query(imgs[0])
+    # photo-to-photo: plain cosine between the unit parts
+    assert float(q @ imgs[1]) == pytest.approx(float(imgs[0, :DIM] @ imgs[1, :DIM]), abs=1e-6)
+    assert float(q @ imgs[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_set_banks_rejects_mismatched_banks():
+    model = VSEModel(VSEConfig(backbone="mobilenet_v2", text_encoder="minilm", embed_dim=DIM))
+    with pytest.raises(ValueError):
+        model.set_banks(torch.zeros(3, DIM), torch.zeros(4, DIM), beta=10.0)
+    with pytest.raises(ValueError):
+        model.set_banks(torch.zeros(3, DIM), torch.zeros(3, DIM), beta=0.0)
