@@ -30,6 +30,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--img-head", default="linear", choices=("linear", "mlp"))
     p.add_argument("--text-head", default="linear", choices=("linear", "mlp"))
     p.add_argument("--tuned-layers", type=int, default=0, help="MiniLM top layers to train")
+    p.add_argument("--text-pool-layers", type=int, default=1,
+                   help="MiniLM: mean-pool the outputs of the top N layers and concatenate them")
     p.add_argument("--embed-dim", type=int, default=1024)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--loss", default="mh", choices=("mh", "sh", "infonce"),
@@ -83,6 +85,7 @@ def _config(args: argparse.Namespace) -> VSEConfig:
         backbone=args.backbone, finetune=args.finetune, pooling=args.pooling, fusion=args.fusion,
         img_head=args.img_head, text_encoder=args.text_encoder, text_head=args.text_head,
         tuned_layers=args.tuned_layers if args.text_encoder == "minilm" else 0,
+        text_pool_layers=args.text_pool_layers if args.text_encoder == "minilm" else 1,
         embed_dim=args.embed_dim, feat_dropout=args.feat_dropout, image_size=args.image_size,
         grid_positions=-(-args.image_size // 32) ** 2,
     )
@@ -124,7 +127,9 @@ def _prepare_caches(args: argparse.Namespace, config: VSEConfig, train_ds: Any, 
         from engine.model.text import MiniLMTextEncoder
         from training.text_cache import build_hidden_cache
 
-        upto = 6 - config.tuned_layers
+        # the cache holds the states the trained part starts from: below the tuned layers
+        # and below the lowest pooled layer
+        upto = min(6 - config.tuned_layers, 6 - config.text_pool_layers + 1)
         out["text_cache"] = build_hidden_cache(
             MiniLMTextEncoder(config.embed_dim, 0), train_ds.captions, upto,
             args.cache_dir / f"{key(train_ds)}-minilm-l{upto}.npz",

@@ -85,3 +85,24 @@ def test_cli_missing_data_is_a_user_error(tmp_path, capsys):
     rc = main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path)])
     assert rc == 2
     assert "photosearch: error" in capsys.readouterr().err
+
+
+def test_cli_train_frozen_with_pooled_layers_and_bank(tiny_dataset, tmp_path, capsys):
+    """The shipped recipe's options through the CLI: cached features, 2 pooled MiniLM layers,
+    InfoNCE, then a bank fitted on val."""
+    from engine.model.checkpoint import read_checkpoint
+    from main import main
+
+    out = tmp_path / "frozen.pt"
+    rc = main(["train", "--data", str(tiny_dataset), "--val", str(tiny_dataset), "--out", str(out),
+               "--backbone", "mobilenet_v2", "--epochs", "1", "--batch-size", "16", "--embed-dim", "32",
+               "--image-size", "64", "--workers", "0", "--views", "orig", "--loss", "infonce",
+               "--text-pool-layers", "2", "--img-head", "mlp", "--bank-size", "32",
+               "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ckpt = read_checkpoint(out)
+    assert ckpt["config"]["text_pool_layers"] == 2
+    report = ckpt["metrics"]["bank_normalisation"]
+    assert result["bank_beta"] == report["beta"]
+    assert ckpt["config"]["bank_size"] == (32 if report["beta"] is not None else 0)
