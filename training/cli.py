@@ -25,6 +25,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="efficientnet-lite2", choices=BACKBONES)
     p.add_argument("--text-encoder", default="minilm", choices=TEXT_ENCODERS)
     p.add_argument("--finetune", action="store_true", help="train the backbone end to end")
+    p.add_argument("--tuned-blocks", type=int, default=0,
+                   help="EfficientNet-Lite: train only its last N blocks and 1x1 head (cached inputs)")
     p.add_argument("--pooling", default="gap", choices=("gap", "gpo"))
     p.add_argument("--fusion", action="store_true", help="fuse pooled mid-stage features")
     p.add_argument("--img-head", default="linear", choices=("linear", "mlp"))
@@ -83,6 +85,7 @@ def register(subparsers: Any) -> None:
 def _config(args: argparse.Namespace) -> VSEConfig:
     return VSEConfig(
         backbone=args.backbone, finetune=args.finetune, pooling=args.pooling, fusion=args.fusion,
+        tuned_blocks=0 if args.finetune else args.tuned_blocks,
         img_head=args.img_head, text_encoder=args.text_encoder, text_head=args.text_head,
         tuned_layers=args.tuned_layers if args.text_encoder == "minilm" else 0,
         text_pool_layers=args.text_pool_layers if args.text_encoder == "minilm" else 1,
@@ -108,7 +111,7 @@ def _prepare_caches(args: argparse.Namespace, config: VSEConfig, train_ds: Any, 
     """Frozen backbone: cache backbone features (and MiniLM lower-layer states) once."""
     if config.finetune or args.no_cache:
         return {}
-    from training.features import extract
+    from training.features import extract, extract_tail_inputs
 
     def key(ds: Any) -> str:
         h = hashlib.sha256("\n".join(str(it.path) for it in ds.items).encode()).hexdigest()[:10]
@@ -118,10 +121,16 @@ def _prepare_caches(args: argparse.Namespace, config: VSEConfig, train_ds: Any, 
     views = args.views.split(",")
     tdir = args.cache_dir / key(train_ds)
     extract(config.backbone, [it.path for it in train_ds.items], tdir, views, size=config.image_size)
+    if config.tuned_blocks:
+        extract_tail_inputs(config.backbone, [it.path for it in train_ds.items], tdir, config.tuned_blocks,
+                            views, size=config.image_size)
     out["cache_dir"] = str(tdir)
     if val_ds is not None:
         vdir = args.cache_dir / key(val_ds)
         extract(config.backbone, [it.path for it in val_ds.items], vdir, ["orig"], size=config.image_size)
+        if config.tuned_blocks:
+            extract_tail_inputs(config.backbone, [it.path for it in val_ds.items], vdir, config.tuned_blocks,
+                                ["orig"], size=config.image_size)
         out["val_cache"] = vdir
     if config.text_encoder == "minilm":
         from engine.model.text import MiniLMTextEncoder

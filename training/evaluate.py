@@ -32,13 +32,21 @@ def embed_dataset_images(
         from training.features import load_cached
 
         names = json.loads((feature_cache / "images.json").read_text())
-        if names == [p.name for p in paths]:
+        n_tuned = model.config.tuned_blocks
+        tail_ready = n_tuned == 0 or (feature_cache / f"done_pre{n_tuned}_orig").exists()
+        if names == [p.name for p in paths] and tail_ready:
             grid, stages = load_cached(feature_cache, "orig")
+            if n_tuned:
+                from training.features import load_tail_inputs
+
+                grid = load_tail_inputs(feature_cache, "orig", n_tuned)
+                stages = stages[:, : model.img.early_stage_channels(n_tuned)]
             out = []
             for s in range(0, len(grid), 256):
                 g = torch.from_numpy(np.array(grid[s : s + 256])).to(device)
                 st = torch.from_numpy(np.array(stages[s : s + 256])).to(device)
-                out.append(model.embed_features(g, st).float().cpu().numpy())
+                emb = model.embed_tail(g, st) if n_tuned else model.embed_features(g, st)
+                out.append(emb.float().cpu().numpy())
             return np.concatenate(out)
         log.warning("feature cache %s does not match the image list: embedding pixels", feature_cache)
     bb = model.img.backbone

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-head", default="linear")
     ap.add_argument("--text-encoder", default="minilm")
     ap.add_argument("--tuned-layers", type=int, default=0)
+    ap.add_argument("--tuned-blocks", type=int, default=0)
     ap.add_argument("--text-pool-layers", type=int, default=1)
     ap.add_argument("--embed-dim", type=int, default=1024)
     ap.add_argument("--feat-dropout", type=float, default=0.0)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     config = VSEConfig(
         backbone="efficientnet-lite2", pooling=args.pooling, fusion=args.fusion,
         img_head=args.img_head, text_encoder=args.text_encoder, text_head=args.text_head,
-        tuned_layers=args.tuned_layers, text_pool_layers=args.text_pool_layers, embed_dim=args.embed_dim, feat_dropout=args.feat_dropout,
+        tuned_layers=args.tuned_layers, tuned_blocks=args.tuned_blocks, text_pool_layers=args.text_pool_layers, embed_dim=args.embed_dim, feat_dropout=args.feat_dropout,
     )
     text_cache = None
     if args.text_encoder == "minilm":

@@ -119,6 +119,14 @@ def load_cached(out_dir: Path, view: str) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def load_tail_inputs(out_dir: Path, view: str, tuned_blocks: int) -> np.ndarray:
+    """Memory-map the cached activations entering the last `tuned_blocks` blocks."""
+    tag = f"pre{tuned_blocks}_{view}"
+    if not (out_dir / f"done_{tag}").exists():
+        raise FileNotFoundError(f"{tag} not cached in {out_dir} (training.features.extract_tail_inputs)")
+    return np.load(out_dir / f"{tag}.npy", mmap_mode="r")
+
+
 def main(argv: list[str] | None = None) -> int:
     from training.data import load_dataset
 
@@ -141,3 +149,47 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+@torch.no_grad()
+def extract_tail_inputs(
+    backbone_name: str,
+    image_paths: Sequence[Path],
+    out_dir: Path,
+    tuned_blocks: int,
+    views: Sequence[str] = ("orig",),
+    batch_size: int = 32,
+    size: int = 224,
+    threads: int = 2,
+) -> None:
+    """For training the last `tuned_blocks` backbone blocks on cached inputs: store the
+    activation entering them, `pre<k>_<view>.npy` (N, C, 7, 7) fp16. The frozen mid-stage maps
+    come from `stages_<view>.npy` (see `extract`)."""
+    torch.set_num_threads(threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "images.json").write_text(json.dumps([p.name for p in image_paths]))
+    net = build_backbone(backbone_name).eval()
+    n = len(image_paths)
+    shape = net.forward_until(torch.zeros(1, 3, size, size), tuned_blocks)[0].shape
+    for view in views:
+        tag = f"pre{tuned_blocks}_{view}"
+        if (out_dir / f"done_{tag}").exists():
+            log.info("%s %s already cached", out_dir, tag)
+            continue
+        pre = np.lib.format.open_memmap(
+            out_dir / f"{tag}.npy", mode="w+", dtype=np.float16, shape=(n, *shape[1:])
+        )
+        t0 = time.time()
+        for start in range(0, n, batch_size):
+            idx = range(start, min(n, start + batch_size))
+            arrs = []
+            for i in idx:
+                with Image.open(image_paths[i]) as im:
+                    arrs.append(to_normalized_array(_view_image(im, view, i, size), net.mean, net.std))
+            x, _ = net.forward_until(torch.from_numpy(np.stack(arrs)), tuned_blocks)
+            pre[start : start + len(arrs)] = x.numpy().astype(np.float16)
+            log.info("%s %s %d/%d %.1f img/s", out_dir.name, tag, start + len(arrs), n,
+                     (start + len(arrs)) / (time.time() - t0))
+        pre.flush()
+        del pre
+        (out_dir / f"done_{tag}").write_text(json.dumps({"seconds": time.time() - t0}))

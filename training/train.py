@@ -136,15 +136,23 @@ class CachedFeed:
     """Batches from cached image features (+ cached MiniLM hidden states, or pooled MiniLM
     features as an (n_captions, d) array, when available)."""
 
-    def __init__(self, ds: CaptionDataset, cache_dir: Path, views: tuple[str, ...], text_cache: Any) -> None:
-        from training.features import load_cached
+    def __init__(
+        self, ds: CaptionDataset, cache_dir: Path, views: tuple[str, ...], text_cache: Any,
+        tuned_blocks: int = 0, early_channels: int = 0,
+    ) -> None:
+        from training.features import load_cached, load_tail_inputs
 
         names = json.loads((cache_dir / "images.json").read_text())
         if names != [it.path.name for it in ds.items]:
             raise ValueError(f"feature cache {cache_dir} does not match the dataset's images")
         self.views = []
+        # with tuned backbone blocks the "grid" slot holds the activations entering them, and
+        # only the stage maps tapped before them are kept
+        self.key = "pre" if tuned_blocks > 0 else "grid"
         for v in views:
             g, s = load_cached(cache_dir, v)
+            if tuned_blocks > 0:
+                g, s = load_tail_inputs(cache_dir, v, tuned_blocks), s[:, :early_channels]
             # into RAM as fp16: random access to a memmap would thrash on a cold page cache
             self.views.append((np.ascontiguousarray(g), np.ascontiguousarray(s)))
         self.captions = ds.captions
@@ -161,7 +169,7 @@ class CachedFeed:
             v = rng.integers(0, len(self.views), size=len(idx))
             grid = np.stack([self.views[vi][0][j] for vi, j in zip(v, imgs, strict=True)])
             stages = np.stack([self.views[vi][1][j] for vi, j in zip(v, imgs, strict=True)])
-            batch: dict[str, Any] = {"grid": torch.from_numpy(grid), "stages": torch.from_numpy(stages)}
+            batch: dict[str, Any] = {self.key: torch.from_numpy(grid), "stages": torch.from_numpy(stages)}
             if isinstance(self.text_cache, np.ndarray):
                 batch["text_feats"] = torch.from_numpy(self.text_cache[idx])
             elif self.text_cache is not None:
@@ -269,7 +277,10 @@ def train(
     if cached:
         if config.finetune:
             raise ValueError("precomputed features need a frozen backbone")
-        feed = CachedFeed(train_ds, Path(opts.cache_dir), tuple(opts.views), text_cache)
+        feed = CachedFeed(
+            train_ds, Path(opts.cache_dir), tuple(opts.views), text_cache, config.tuned_blocks,
+            model.img.early_stage_channels(config.tuned_blocks) if config.tuned_blocks else 0,
+        )
         n_pairs = len(feed)
     else:
         pairs = _PixelPairs(train_ds, train_transform(model.img.backbone.mean, model.img.backbone.std, config.image_size))

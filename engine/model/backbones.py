@@ -200,6 +200,33 @@ class EfficientNetLiteBackbone(Backbone):
                 stages.append(x)
         return self.head(x), stages
 
+    # Partial fine-tuning splits the network before its last `n` blocks: the frozen part runs
+    # once (or from a feature cache), the tail trains.
+    def tail_parameters(self, n: int) -> list[nn.Parameter]:
+        return [p for blk in self.blocks[len(self.blocks) - n :] for p in blk.parameters()] + list(
+            self.head.parameters()
+        )
+
+    def forward_until(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Activation entering block len-n, and the stage maps tapped before it."""
+        x = self.stem(x)
+        stages = []
+        for i, blk in enumerate(self.blocks[: len(self.blocks) - n]):
+            x = blk(x)
+            if i in self._taps:
+                stages.append(x)
+        return x, stages
+
+    def forward_tail(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The last n blocks and the head: (grid, stage maps tapped in the tail)."""
+        stages = []
+        first = len(self.blocks) - n
+        for i, blk in enumerate(self.blocks[first:], start=first):
+            x = blk(x)
+            if i in self._taps:
+                stages.append(x)
+        return self.head(x), stages
+
 
 class MobileNetV2Backbone(Backbone):
     def __init__(self, pretrained: str = "package") -> None:

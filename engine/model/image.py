@@ -67,6 +67,21 @@ class ImageEncoder(nn.Module):
             x = torch.cat([x, self.stage_norm(stages.float())], dim=1)
         return self.head(self.dropout(x))
 
+    def early_stage_channels(self, tuned_blocks: int) -> int:
+        """Width of the pooled stage maps tapped before the last `tuned_blocks` blocks."""
+        first = len(self.backbone.blocks) - tuned_blocks
+        return sum(c for t, c in zip(self.backbone._taps, self.backbone.stage_channels, strict=True) if t < first)
+
+    def forward_tail_features(
+        self, pre: torch.Tensor, early_stages: torch.Tensor | None, tuned_blocks: int
+    ) -> torch.Tensor:
+        """Run the tuned tail of the backbone on cached activations, then pool and project."""
+        grid, tail = self.backbone.forward_tail(pre.float(), tuned_blocks)
+        stages = None
+        if self.fusion:
+            stages = torch.cat([early_stages.float(), *(s.mean(dim=(2, 3)) for s in tail)], dim=1)
+        return self.forward_features(grid, stages)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         grid, stages = self.backbone(images)
         pooled_stages = torch.cat([s.mean(dim=(2, 3)) for s in stages], dim=1) if self.fusion else None

@@ -24,6 +24,9 @@ class VSEConfig:
     backbone: str = "efficientnet-lite2"
     image_size: int = 224
     finetune: bool = False
+    # Train only the last N backbone blocks and its 1x1 head (EfficientNet-Lite); the rest
+    # stays frozen, so training can start from cached activations (training/features.py).
+    tuned_blocks: int = 0
     pooling: str = "gap"  # gap | gpo
     fusion: bool = False  # concatenate pooled mid-stage maps (hierarchical fusion)
     img_head: str = "linear"  # linear | mlp
@@ -61,6 +64,8 @@ class VSEModel(nn.Module):
         super().__init__()
         self.config = config
         backbone = build_backbone(config.backbone, backbone_weights)
+        if config.tuned_blocks > 0 and not hasattr(backbone, "forward_tail"):
+            raise ValueError(f"tuning the last blocks is supported for EfficientNet-Lite, not {config.backbone}")
         self.img = ImageEncoder(
             backbone,
             config.embed_dim,
@@ -141,6 +146,18 @@ class VSEModel(nn.Module):
     def set_backbone_trainable(self, trainable: bool) -> None:
         for p in self.img.backbone.parameters():
             p.requires_grad = trainable
+        if not trainable and self.config.tuned_blocks > 0:
+            for p in self.img.backbone.tail_parameters(self.config.tuned_blocks):
+                p.requires_grad = True
+
+    def _tuned_backbone_key(self, key: str) -> bool:
+        n = self.config.tuned_blocks
+        if n <= 0:
+            return False
+        first = len(self.img.backbone.blocks) - n
+        return key.startswith("img.backbone.head.") or any(
+            key.startswith(f"img.backbone.blocks.{i}.") for i in range(first, len(self.img.backbone.blocks))
+        )
 
     def train(self, mode: bool = True) -> VSEModel:
         super().train(mode)
@@ -160,6 +177,10 @@ class VSEModel(nn.Module):
     def embed_features(self, grid: torch.Tensor, stages: torch.Tensor | None) -> torch.Tensor:
         return F.normalize(self.img.forward_features(grid, stages), dim=-1)
 
+    def embed_tail(self, pre: torch.Tensor, early_stages: torch.Tensor | None) -> torch.Tensor:
+        """From cached activations entering the tuned blocks (see VSEConfig.tuned_blocks)."""
+        return F.normalize(self.img.forward_tail_features(pre, early_stages, self.config.tuned_blocks), dim=-1)
+
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         return F.normalize(self.txt(texts), dim=-1)
 
@@ -173,12 +194,18 @@ class VSEModel(nn.Module):
         mask: torch.Tensor | None = None,
         start: int = 0,
         text_feats: torch.Tensor | None = None,
+        pre: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One training step's embeddings. A single forward (rather than separate calls) is
         what DistributedDataParallel needs to synchronise gradients. Images come either as
         pixels or as cached backbone features; texts as strings or as cached MiniLM hidden
         states after layer `start`."""
-        im = self.embed_images(images) if images is not None else self.embed_features(grid, stages)
+        if images is not None:
+            im = self.embed_images(images)
+        elif pre is not None:
+            im = self.embed_tail(pre, stages)
+        else:
+            im = self.embed_features(grid, stages)
         if texts is not None:
             s = self.embed_texts(texts)
         elif text_feats is not None:
@@ -193,7 +220,7 @@ class VSEModel(nn.Module):
         """State-dict keys a checkpoint must hold: everything not re-read from a package."""
         keys = []
         for k in self.state_dict():
-            if k.startswith("img.backbone.") and not self.config.finetune:
+            if k.startswith("img.backbone.") and not self.config.finetune and not self._tuned_backbone_key(k):
                 continue
             if k.startswith("txt.bert."):
                 txt = self.txt

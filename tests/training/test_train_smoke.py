@@ -106,3 +106,35 @@ def test_cli_train_frozen_with_pooled_layers_and_bank(tiny_dataset, tmp_path, ca
     report = ckpt["metrics"]["bank_normalisation"]
     assert result["bank_beta"] == report["beta"]
     assert ckpt["config"]["bank_size"] == (32 if report["beta"] is not None else 0)
+
+
+def test_cli_train_last_blocks_from_cached_inputs(tiny_dataset, tmp_path, capsys):
+    """--tuned-blocks: activations entering the tuned blocks are cached once, training runs
+    the tail on them, and the per-epoch val (from the cache) matches the pixel path."""
+    from engine.model.checkpoint import load_checkpoint, read_checkpoint
+    from main import main
+    from training.data import load_dataset
+    from training.evaluate import evaluate_model
+
+    out = tmp_path / "tail.pt"
+    cache = tmp_path / "cache"
+    rc = main(["train", "--data", str(tiny_dataset), "--val", str(tiny_dataset), "--out", str(out),
+               "--backbone", "efficientnet-lite0", "--tuned-blocks", "1", "--fusion", "--epochs", "2",
+               "--batch-size", "16", "--embed-dim", "32", "--image-size", "64", "--workers", "0",
+               "--views", "orig", "--loss", "infonce", "--bank-size", "0", "--cache-dir", str(cache)])
+    assert rc == 0
+    capsys.readouterr()
+    assert any(p.name == "done_pre1_orig" for p in cache.rglob("done_*"))
+    log = json.loads(out.with_suffix(".log.json").read_text())
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert any(k.startswith("img.backbone.head.") for k in read_checkpoint(out)["state_dict"])
+    model, _ = load_checkpoint(out)
+    ds = load_dataset(tiny_dataset)
+    val_dir = next(p.parent for p in cache.rglob("done_pre1_orig"))
+    paths = [it.path for it in ds.items]
+    from training.evaluate import embed_dataset_images
+
+    cached = embed_dataset_images(model, paths, feature_cache=val_dir)
+    pixels = embed_dataset_images(model, paths)
+    np.testing.assert_allclose(cached, pixels, atol=2e-2)
+    assert evaluate_model(model, ds, feature_cache=val_dir)["rsum"] == pytest.approx(max(h["rsum"] for h in log))
