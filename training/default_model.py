@@ -23,7 +23,7 @@ from training.calibrate import weak_match_threshold, write_caption_bank
 from training.data import load_dataset
 from training.evaluate import embed_captions, embed_dataset_images, joint_vectors
 from training.experiment import main as run_experiment
-from training.features import extract
+from training.features import extract, extract_tail_inputs
 from training.metrics import metrics_from_embeddings
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 # The recipe chosen by val rsum (see docs/MODEL.md for the variants tried).
 RECIPE = [
     "--loss", "infonce", "--fusion", "--pooling", "gap", "--text-pool-layers", "3",
-    "--img-head", "mlp", "--text-head", "mlp", "--feat-dropout", "0.2",
-    "--epochs", "6", "--views", "orig", "--early-stop", "2",
+    "--img-head", "mlp", "--text-head", "mlp", "--feat-dropout", "0.4", "--batch-size", "256",
+    "--epochs", "10", "--views", "orig,flip", "--early-stop", "3",
 ]
 
 # Training captions and images kept in the model for bank normalisation (training/bank.py).
@@ -45,22 +45,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path("cache/effl2"))
     ap.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-train", type=Path, default=None, help="calibrate/ship an existing run")
+    ap.add_argument("--skip-train", type=Path, default=None,
+                    help="ship an existing training run (bank, calibration) instead of training")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     root = args.data_root
     views = RECIPE[RECIPE.index("--views") + 1].split(",") if "--views" in RECIPE else ["orig", "flip"]
+    tuned_blocks = int(RECIPE[RECIPE.index("--tuned-blocks") + 1]) if "--tuned-blocks" in RECIPE else 0
     train_ds, val_ds = load_dataset(root / "f30k8k_train"), load_dataset(root / "f30k8k_val")
-    run = args.skip_train
-    if run is None:
+    run = Path("cache/runs/default.pt")
+    if args.skip_train is None:
         extract("efficientnet-lite2", [it.path for it in val_ds.items], args.cache / "f30k8k_val", ["orig"], threads=args.threads)
         extract("efficientnet-lite2", [it.path for it in train_ds.items], args.cache / "f30k8k_train", views, threads=args.threads)
+        if tuned_blocks:
+            for ds, split, vs in ((val_ds, "f30k8k_val", ["orig"]), (train_ds, "f30k8k_train", views)):
+                extract_tail_inputs("efficientnet-lite2", [it.path for it in ds.items], args.cache / split,
+                                    tuned_blocks, vs, threads=args.threads)
         run_experiment(["--name", "default", "--data-root", str(root), "--cache", str(args.cache),
                         "--threads", str(args.threads), *RECIPE])
-        run = Path("cache/runs/default.pt")
-        add_bank_to_checkpoint(run, train_ds, val_ds, BANK_SIZE, train_cache=args.cache / "f30k8k_train",
-                               val_cache=args.cache / "f30k8k_val")
+    else:
+        run.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(args.skip_train, run)
+    add_bank_to_checkpoint(run, train_ds, val_ds, BANK_SIZE, train_cache=args.cache / "f30k8k_train",
+                           val_cache=args.cache / "f30k8k_val")
     model, ckpt = load_checkpoint(run)
     # calibrate on val through the pixel path, exactly as the app will embed photos
     img = embed_dataset_images(model, [it.path for it in val_ds.items])
