@@ -99,3 +99,6 @@ class RekeyedEmbedder:
 
     def image_query(self, vector):  # type: ignore[no-untyped-def]
         return self.inner.image_query(vector)
+
+    def text_query(self, vector):  # type: ignore[no-untyped-def]
+        return self.inner.text_query(vector)

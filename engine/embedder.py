@@ -44,6 +44,10 @@ class Embedder(Protocol):
         """Turn a stored image vector into the query that finds similar photos."""
         ...
 
+    def text_query(self, vector: np.ndarray) -> np.ndarray:
+        """Turn an `embed_texts` row into the query that finds photos."""
+        ...
+
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
@@ -112,4 +116,7 @@ class FakeEmbedder:
         return l2_normalize(out)
 
     def image_query(self, vector: np.ndarray) -> np.ndarray:
+        return np.asarray(vector, dtype=np.float32)
+
+    def text_query(self, vector: np.ndarray) -> np.ndarray:
         return np.asarray(vector, dtype=np.float32)

@@ -187,7 +187,7 @@ class SearchService:
         text = (query or "").strip()
         if not text:
             raise EmptyQueryError("the search query is empty; type what the photo shows")
-        vec = embedder.embed_texts([text])[0]
+        vec = embedder.text_query(embedder.embed_texts([text])[0])
         pairs = self.search_vector(vec, index, embedder.model_id, top_k, folder, date_from, date_to)
         return self.to_result(pairs, weak_threshold(embedder))
 

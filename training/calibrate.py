@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ds = load_dataset(args.data)
     img = embed_dataset_images(model, [it.path for it in ds.items])
     txt = embed_captions(model, ds.captions)
-    img, txt = joint_vectors(model, img, txt)
+    img, txt = joint_vectors(model, img, txt, texts_as_queries=True)
     calib = weak_match_threshold(img @ txt.T, ds.caption_image)
     calib["calibrated_on"] = args.data.name
     raw = torch.load(args.checkpoint, map_location="cpu", weights_only=True)

@@ -73,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     # calibrate on val through the pixel path, exactly as the app will embed photos
     img = embed_dataset_images(model, [it.path for it in val_ds.items])
     txt = embed_captions(model, val_ds.captions)
-    img, txt = joint_vectors(model, img, txt)
-    val_metrics = metrics_from_embeddings(img, txt, val_ds.caption_image)
-    calib = weak_match_threshold(img @ txt.T, val_ds.caption_image)
+    img_j, txt_j = joint_vectors(model, img, txt)
+    val_metrics = metrics_from_embeddings(img_j, txt_j, val_ds.caption_image)
+    img_q, txt_q = joint_vectors(model, img, txt, texts_as_queries=True)
+    calib = weak_match_threshold(img_q @ txt_q.T, val_ds.caption_image)
     calib["calibrated_on"] = "f30k8k_val"
     log.info("val %s; calibration %s", json.dumps(val_metrics), json.dumps(calib))
     metrics = dict(ckpt.get("metrics", {}))

@@ -73,12 +73,17 @@ def embed_captions(model: VSEModel, captions: Sequence[str], batch_size: int = 2
 
 
 @torch.no_grad()
-def joint_vectors(model: VSEModel, img: np.ndarray, txt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def joint_vectors(
+    model: VSEModel, img: np.ndarray, txt: np.ndarray, texts_as_queries: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Unit embeddings -> the vectors whose inner products are the model's scores (identity
-    unless the model carries bank normalisation, see VSEModel.image_vectors)."""
+    unless the model carries bank normalisation, see VSEModel.image_vectors). With
+    `texts_as_queries`, texts are in the form the photo search uses (same t2i ranking; the
+    absolute scores are what the weak-match threshold is calibrated on)."""
     dev = next(model.parameters()).device
+    to_text = model.text_query_vectors if texts_as_queries else model.text_vectors
     i = model.image_vectors(torch.from_numpy(img).to(dev)).float().cpu().numpy()
-    t = model.text_vectors(torch.from_numpy(txt).to(dev)).float().cpu().numpy()
+    t = to_text(torch.from_numpy(txt).to(dev)).float().cpu().numpy()
     return i, t
 
 

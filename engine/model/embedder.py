@@ -99,6 +99,14 @@ class VSEEmbedder:
         with self._lock:
             return to_vectors(unit).float().cpu().numpy().astype(np.float32)
 
+    def text_query(self, vector: np.ndarray) -> np.ndarray:
+        """An `embed_texts` row as the query that searches photos (see
+        VSEModel.text_query_vectors): the text's own bank term is dropped."""
+        q = np.array(vector, dtype=np.float32, copy=True)
+        if self.dim > self._embed_dim:
+            q[self._embed_dim + 1 :] = 0.0
+        return q
+
     def image_query(self, vector: np.ndarray) -> np.ndarray:
         """A stored photo vector as a query for photos like it: plain cosine, because the bank
         terms describe how an image relates to captions, not to other images."""

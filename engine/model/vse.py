@@ -139,6 +139,16 @@ class VSEModel(nn.Module):
         d = self._bank_softmax(s, self.bank_images)
         return torch.cat([s.float(), torch.ones_like(d)[:, None], -d[:, None]], dim=1)
 
+    def text_query_vectors(self, s: torch.Tensor) -> torch.Tensor:
+        """Text embeddings as queries for photos: without the text's own bank term, which is the
+        same for every photo (so ranking is unchanged) but would make a common description
+        ("a dog running on grass") look like a weak match just for being common."""
+        v = self.text_vectors(s)
+        if self.config.bank_size > 0:
+            v = v.clone()
+            v[:, -1] = 0.0
+        return v
+
     @property
     def vocab(self) -> list[str] | None:
         return list(self.txt.vocab.train_words) if isinstance(self.txt, GRUTextEncoder) else None

@@ -106,3 +106,16 @@ def test_set_banks_rejects_mismatched_banks():
         model.set_banks(torch.zeros(3, DIM), torch.zeros(4, DIM), beta=10.0)
     with pytest.raises(ValueError):
         model.set_banks(torch.zeros(3, DIM), torch.zeros(3, DIM), beta=0.0)
+
+
+def test_text_query_drops_only_the_texts_own_term(banked):
+    _, path = banked
+    emb = VSEEmbedder(path, device="cpu", threads=1)
+    from PIL import Image
+
+    imgs = emb.embed_images([Image.new("RGB", (64, 64), "red"), Image.new("RGB", (64, 64), "green")])
+    t = emb.embed_texts(["a red ball"])[0]
+    q = emb.text_query(t)
+    # same ranking of photos, shifted by the text's bank term d(t) = -t[DIM + 1]
+    np.testing.assert_allclose(imgs @ q, imgs @ t - t[DIM + 1], atol=1e-6)
+    assert q[DIM + 1] == 0.0 and q[DIM] == 1.0
