@@ -117,10 +117,22 @@ class VSEModel(nn.Module):
             if name in self._buffers:
                 del self._buffers[name]
 
+    def _bank_f32(self, bank: torch.Tensor) -> torch.Tensor:
+        # The banks are stored fp16; converting 4096 x 1024 on every query cost ~2 ms, so keep a
+        # float32 copy until the buffer is replaced or modified in place (load_state_dict).
+        cache = self.__dict__.setdefault("_bank_cache", {})
+        hit = cache.get(id(bank))
+        if hit is None or hit[0] is not bank or hit[1] != bank._version:
+            hit = (bank, bank._version, bank.float().T.contiguous())
+            if len(cache) >= 4:  # only ever two banks; drop copies of replaced buffers
+                cache.clear()
+            cache[id(bank)] = hit
+        return hit[2]
+
     def _bank_softmax(self, x: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
         # log-mean-exp of beta * similarity, over the bank: how much x looks like "everything"
         beta = self.config.bank_beta
-        sims = x.float() @ bank.float().T
+        sims = x.float() @ self._bank_f32(bank)
         return (torch.logsumexp(beta * sims, dim=1) - math.log(bank.shape[0])) / beta
 
     def image_vectors(self, im: torch.Tensor) -> torch.Tensor:

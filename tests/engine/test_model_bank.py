@@ -119,3 +119,18 @@ def test_text_query_drops_only_the_texts_own_term(banked):
     # same ranking of photos, shifted by the text's bank term d(t) = -t[DIM + 1]
     np.testing.assert_allclose(imgs @ q, imgs @ t - t[DIM + 1], atol=1e-6)
     assert q[DIM + 1] == 0.0 and q[DIM] == 1.0
+
+
+def test_bank_copy_follows_in_place_updates(banked):
+    _, path = banked
+    model, _ = load_checkpoint(path)
+    v = F.normalize(torch.randn(2, DIM), dim=-1)
+    before = model.text_vectors(v)
+    with torch.no_grad():
+        model.bank_images.mul_(-1)  # e.g. load_state_dict copying new weights in
+    after = model.text_vectors(v)
+    assert not torch.allclose(before, after)
+    fresh, _ = load_checkpoint(path)
+    with torch.no_grad():
+        fresh.bank_images.mul_(-1)
+    torch.testing.assert_close(after, fresh.text_vectors(v))
