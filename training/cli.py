@@ -111,26 +111,21 @@ def _prepare_caches(args: argparse.Namespace, config: VSEConfig, train_ds: Any, 
     """Frozen backbone: cache backbone features (and MiniLM lower-layer states) once."""
     if config.finetune or args.no_cache:
         return {}
-    from training.features import extract, extract_tail_inputs
+    from training.features import cache_features
 
     def key(ds: Any) -> str:
         h = hashlib.sha256("\n".join(str(it.path) for it in ds.items).encode()).hexdigest()[:10]
         return f"{config.backbone}-{config.image_size}/{h}"
 
     out: dict[str, Any] = {}
-    views = args.views.split(",")
     tdir = args.cache_dir / key(train_ds)
-    extract(config.backbone, [it.path for it in train_ds.items], tdir, views, size=config.image_size)
-    if config.tuned_blocks:
-        extract_tail_inputs(config.backbone, [it.path for it in train_ds.items], tdir, config.tuned_blocks,
-                            views, size=config.image_size)
+    cache_features(config.backbone, [it.path for it in train_ds.items], tdir, args.views.split(","),
+                   config.tuned_blocks, size=config.image_size)
     out["cache_dir"] = str(tdir)
     if val_ds is not None:
         vdir = args.cache_dir / key(val_ds)
-        extract(config.backbone, [it.path for it in val_ds.items], vdir, ["orig"], size=config.image_size)
-        if config.tuned_blocks:
-            extract_tail_inputs(config.backbone, [it.path for it in val_ds.items], vdir, config.tuned_blocks,
-                                ["orig"], size=config.image_size)
+        cache_features(config.backbone, [it.path for it in val_ds.items], vdir, ["orig"],
+                       config.tuned_blocks, size=config.image_size)
         out["val_cache"] = vdir
     if config.text_encoder == "minilm":
         from engine.model.text import MiniLMTextEncoder
@@ -146,12 +141,19 @@ def _prepare_caches(args: argparse.Namespace, config: VSEConfig, train_ds: Any, 
     return out
 
 
-def _run_training(args: argparse.Namespace, out: Path, loss: str) -> dict[str, Any]:
-    from training.train import TrainOptions, train
-
+def _prepare(args: argparse.Namespace) -> tuple[VSEConfig, Any, Any, dict[str, Any]]:
+    """Config, train/val datasets and feature caches, once per command."""
     config = _config(args)
     train_ds, val_ds = _datasets(args)
-    caches = _prepare_caches(args, config, train_ds, val_ds)
+    return config, train_ds, val_ds, _prepare_caches(args, config, train_ds, val_ds)
+
+
+def _run_training(
+    args: argparse.Namespace, out: Path, loss: str, prepared: tuple[VSEConfig, Any, Any, dict[str, Any]]
+) -> dict[str, Any]:
+    from training.train import TrainOptions, train
+
+    config, train_ds, val_ds, caches = prepared
     opts = TrainOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay_epoch=args.lr_decay_epoch,
         weight_decay=args.weight_decay, warmup_steps=args.warmup, margin=args.margin, loss=loss,
@@ -168,15 +170,15 @@ def _run_training(args: argparse.Namespace, out: Path, loss: str) -> dict[str, A
 
 def cmd_train(args: argparse.Namespace) -> int:
     logging.getLogger("training").setLevel(logging.INFO)
-    summary = _run_training(args, args.out, args.loss)
-    result = {"checkpoint": str(args.out), "best_val_rsum": summary["best_rsum"]}
-    train_ds, val_ds = _datasets(args)
     from training.train import dist_info
 
+    prepared = _prepare(args)
+    summary = _run_training(args, args.out, args.loss, prepared)
+    result = {"checkpoint": str(args.out), "best_val_rsum": summary["best_rsum"]}
+    _, train_ds, val_ds, caches = prepared
     if args.bank_size > 0 and val_ds is not None and args.out.exists() and dist_info()[0] == 0:
         from training.bank import add_bank_to_checkpoint
 
-        caches = _prepare_caches(args, _config(args), train_ds, val_ds)
         report = add_bank_to_checkpoint(
             args.out, train_ds, val_ds, args.bank_size,
             train_cache=Path(caches["cache_dir"]) if "cache_dir" in caches else None,
@@ -217,9 +219,10 @@ def cmd_compare_losses(args: argparse.Namespace) -> int:
 
     logging.getLogger("training").setLevel(logging.INFO)
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    prepared = _prepare(args)
     results = {}
     for loss in ("mh", "sh"):
-        results[loss] = _run_training(args, args.out_dir / f"{loss}.pt", loss)
+        results[loss] = _run_training(args, args.out_dir / f"{loss}.pt", loss, prepared)
     rows = []
     for loss, res in results.items():
         hist = [h for h in res["history"] if "rsum" in h]

@@ -23,7 +23,7 @@ from training.calibrate import weak_match_threshold, write_caption_bank
 from training.data import load_dataset
 from training.evaluate import embed_captions, embed_dataset_images, joint_vectors
 from training.experiment import main as run_experiment
-from training.features import extract, extract_tail_inputs
+from training.features import cache_features
 from training.metrics import metrics_from_embeddings
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     train_ds, val_ds = load_dataset(root / "f30k8k_train"), load_dataset(root / "f30k8k_val")
     run = Path("cache/runs/default.pt")
     if args.skip_train is None:
-        extract("efficientnet-lite2", [it.path for it in val_ds.items], args.cache / "f30k8k_val", ["orig"], threads=args.threads)
-        extract("efficientnet-lite2", [it.path for it in train_ds.items], args.cache / "f30k8k_train", views, threads=args.threads)
-        if tuned_blocks:
-            for ds, split, vs in ((val_ds, "f30k8k_val", ["orig"]), (train_ds, "f30k8k_train", views)):
-                extract_tail_inputs("efficientnet-lite2", [it.path for it in ds.items], args.cache / split,
-                                    tuned_blocks, vs, threads=args.threads)
+        for ds, split, vs in ((val_ds, "f30k8k_val", ["orig"]), (train_ds, "f30k8k_train", views)):
+            cache_features("efficientnet-lite2", [it.path for it in ds.items], args.cache / split, vs,
+                           tuned_blocks, threads=args.threads)
         run_experiment(["--name", "default", "--data-root", str(root), "--cache", str(args.cache),
                         "--threads", str(args.threads), *RECIPE])
     else:

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,23 @@ def _view_image(image: Image.Image, view: str, index: int, size: int) -> Image.I
     raise ValueError(f"unknown view {view}")
 
 
+def _view_batches(
+    image_paths: Sequence[Path], view: str, size: int, mean: tuple, std: tuple, batch_size: int,
+    label: str,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start index, normalised batch) of one view of every image, logging the rate."""
+    n = len(image_paths)
+    t0 = time.time()
+    for start in range(0, n, batch_size):
+        arrs = []
+        for i in range(start, min(n, start + batch_size)):
+            with Image.open(image_paths[i]) as im:
+                arrs.append(to_normalized_array(_view_image(im, view, i, size), mean, std))
+        yield start, torch.from_numpy(np.stack(arrs))
+        done = start + len(arrs)
+        log.info("%s %d/%d %.1f img/s", label, done, n, done / (time.time() - t0))
+
+
 @torch.no_grad()
 def extract(
     backbone_name: str,
@@ -87,26 +104,65 @@ def extract(
             out_dir / f"stages_{view}.npy", mode="w+", dtype=np.float16, shape=(n, stage_dim)
         )
         t0 = time.time()
-        for start in range(0, n, batch_size):
-            idx = range(start, min(n, start + batch_size))
-            arrs = []
-            for i in idx:
-                with Image.open(image_paths[i]) as im:
-                    arrs.append(
-                        to_normalized_array(_view_image(im, view, i, size), net.mean, net.std)
-                    )
-            g, st = net(torch.from_numpy(np.stack(arrs)))
-            grid[start : start + len(arrs)] = g.numpy().astype(np.float16)
-            stages[start : start + len(arrs)] = (
+        label = f"{out_dir.name} {view}"
+        for start, x in _view_batches(image_paths, view, size, net.mean, net.std, batch_size, label):
+            g, st = net(x)
+            grid[start : start + len(x)] = g.numpy().astype(np.float16)
+            stages[start : start + len(x)] = (
                 torch.cat([s.mean(dim=(2, 3)) for s in st], dim=1).numpy().astype(np.float16)
             )
-            done = start + len(arrs)
-            rate = done / (time.time() - t0)
-            log.info("%s %s %d/%d %.1f img/s", out_dir.name, view, done, n, rate)
         grid.flush()
         stages.flush()
         del grid, stages
         (out_dir / f"done_{view}").write_text(json.dumps({"seconds": time.time() - t0}))
+
+
+@torch.no_grad()
+def extract_tail_inputs(
+    backbone_name: str,
+    image_paths: Sequence[Path],
+    out_dir: Path,
+    tuned_blocks: int,
+    views: Sequence[str] = ("orig",),
+    batch_size: int = 32,
+    size: int = 224,
+    threads: int = 2,
+) -> None:
+    """For training the last `tuned_blocks` backbone blocks on cached inputs: store the
+    activation entering them, `pre<k>_<view>.npy` (N, C, 7, 7) fp16. The frozen mid-stage maps
+    come from `stages_<view>.npy` (see `extract`)."""
+    torch.set_num_threads(threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "images.json").write_text(json.dumps([p.name for p in image_paths]))
+    net = build_backbone(backbone_name).eval()
+    n = len(image_paths)
+    shape = net.forward_until(torch.zeros(1, 3, size, size), tuned_blocks)[0].shape
+    for view in views:
+        tag = f"pre{tuned_blocks}_{view}"
+        if (out_dir / f"done_{tag}").exists():
+            log.info("%s %s already cached", out_dir, tag)
+            continue
+        pre = np.lib.format.open_memmap(
+            out_dir / f"{tag}.npy", mode="w+", dtype=np.float16, shape=(n, *shape[1:])
+        )
+        t0 = time.time()
+        label = f"{out_dir.name} {tag}"
+        for start, x in _view_batches(image_paths, view, size, net.mean, net.std, batch_size, label):
+            pre[start : start + len(x)] = net.forward_until(x, tuned_blocks)[0].numpy().astype(np.float16)
+        pre.flush()
+        del pre
+        (out_dir / f"done_{tag}").write_text(json.dumps({"seconds": time.time() - t0}))
+
+
+def cache_features(
+    backbone_name: str, image_paths: Sequence[Path], out_dir: Path, views: Sequence[str],
+    tuned_blocks: int = 0, size: int = 224, threads: int = 2,
+) -> None:
+    """What cached training needs for one split: grid and stage features of each view, plus the
+    activations entering the tuned blocks when there are any."""
+    extract(backbone_name, image_paths, out_dir, views, size=size, threads=threads)
+    if tuned_blocks:
+        extract_tail_inputs(backbone_name, image_paths, out_dir, tuned_blocks, views, size=size, threads=threads)
 
 
 def load_cached(out_dir: Path, view: str) -> tuple[np.ndarray, np.ndarray]:
@@ -150,46 +206,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-
-@torch.no_grad()
-def extract_tail_inputs(
-    backbone_name: str,
-    image_paths: Sequence[Path],
-    out_dir: Path,
-    tuned_blocks: int,
-    views: Sequence[str] = ("orig",),
-    batch_size: int = 32,
-    size: int = 224,
-    threads: int = 2,
-) -> None:
-    """For training the last `tuned_blocks` backbone blocks on cached inputs: store the
-    activation entering them, `pre<k>_<view>.npy` (N, C, 7, 7) fp16. The frozen mid-stage maps
-    come from `stages_<view>.npy` (see `extract`)."""
-    torch.set_num_threads(threads)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "images.json").write_text(json.dumps([p.name for p in image_paths]))
-    net = build_backbone(backbone_name).eval()
-    n = len(image_paths)
-    shape = net.forward_until(torch.zeros(1, 3, size, size), tuned_blocks)[0].shape
-    for view in views:
-        tag = f"pre{tuned_blocks}_{view}"
-        if (out_dir / f"done_{tag}").exists():
-            log.info("%s %s already cached", out_dir, tag)
-            continue
-        pre = np.lib.format.open_memmap(
-            out_dir / f"{tag}.npy", mode="w+", dtype=np.float16, shape=(n, *shape[1:])
-        )
-        t0 = time.time()
-        for start in range(0, n, batch_size):
-            idx = range(start, min(n, start + batch_size))
-            arrs = []
-            for i in idx:
-                with Image.open(image_paths[i]) as im:
-                    arrs.append(to_normalized_array(_view_image(im, view, i, size), net.mean, net.std))
-            x, _ = net.forward_until(torch.from_numpy(np.stack(arrs)), tuned_blocks)
-            pre[start : start + len(arrs)] = x.numpy().astype(np.float16)
-            log.info("%s %s %d/%d %.1f img/s", out_dir.name, tag, start + len(arrs), n,
-                     (start + len(arrs)) / (time.time() - t0))
-        pre.flush()
-        del pre
-        (out_dir / f"done_{tag}").write_text(json.dumps({"seconds": time.time() - t0}))

@@ -66,7 +66,7 @@ def save_checkpoint(
     state = {}
     for k in model.stored_keys():
         t = full[k].detach().cpu().clone()
-        if half and t.is_floating_point():
+        if (half or k in model.HALF_KEYS) and t.is_floating_point():
             t = t.half()
         state[k] = t
     config = model.config.to_dict()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from engine.embedder import l2_normalize
 from engine.model.checkpoint import load_checkpoint
 from engine.model.transforms import prepare_eval
 
@@ -57,7 +57,6 @@ class VSEEmbedder:
         self.model_id: str = ckpt["model_id"]
         # with bank normalisation the stored vectors carry two extra score terms (see vse.py)
         self.dim: int = int(model.joint_dim)
-        self._embed_dim = int(model.config.embed_dim)
         self.metrics = ckpt.get("metrics", {})
         calib = ckpt.get("calibration") or {}
         self.weak_match_threshold: float = float(
@@ -95,21 +94,15 @@ class VSEEmbedder:
 
     def _joint(self, to_vectors, unit: torch.Tensor) -> np.ndarray:  # type: ignore[no-untyped-def]
         # renormalise in float32 (autocast may have produced fp16), then add the bank terms
-        unit = torch.from_numpy(l2_normalize(unit.float().cpu().numpy())).to(self.device)
         with self._lock:
-            return to_vectors(unit).float().cpu().numpy().astype(np.float32)
+            return to_vectors(F.normalize(unit.float(), dim=-1)).cpu().numpy().astype(np.float32)
 
+    @torch.no_grad()
     def text_query(self, vector: np.ndarray) -> np.ndarray:
-        """An `embed_texts` row as the query that searches photos (see
-        VSEModel.text_query_vectors): the text's own bank term is dropped."""
-        q = np.array(vector, dtype=np.float32, copy=True)
-        if self.dim > self._embed_dim:
-            q[self._embed_dim + 1 :] = 0.0
-        return q
+        """An `embed_texts` row as the query that searches photos (VSEModel.as_text_queries)."""
+        return self.model.as_text_queries(torch.from_numpy(np.asarray(vector, np.float32))).numpy()
 
+    @torch.no_grad()
     def image_query(self, vector: np.ndarray) -> np.ndarray:
-        """A stored photo vector as a query for photos like it: plain cosine, because the bank
-        terms describe how an image relates to captions, not to other images."""
-        q = np.array(vector, dtype=np.float32, copy=True)
-        q[self._embed_dim :] = 0.0
-        return q
+        """A stored photo vector as the query for photos like it (VSEModel.as_image_queries)."""
+        return self.model.as_image_queries(torch.from_numpy(np.asarray(vector, np.float32))).numpy()

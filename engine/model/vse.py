@@ -54,6 +54,9 @@ class VSEConfig:
 
 
 class VSEModel(nn.Module):
+    # stored as fp16 in checkpoints (halves the file; they are rounded to fp16 when set)
+    HALF_KEYS = frozenset({"bank_text", "bank_images"})
+
     def __init__(
         self,
         config: VSEConfig,
@@ -89,10 +92,9 @@ class VSEModel(nn.Module):
             raise ValueError(f"unknown text encoder {config.text_encoder!r}")
         self.set_backbone_trainable(config.finetune)
         if config.bank_size > 0:
-            # fp16 halves the checkpoint; the scores are computed in float32
             shape = (config.bank_size, config.embed_dim)
-            self.register_buffer("bank_text", torch.zeros(shape, dtype=torch.float16))
-            self.register_buffer("bank_images", torch.zeros(shape, dtype=torch.float16))
+            self.register_buffer("bank_text", torch.zeros(shape))
+            self.register_buffer("bank_images", torch.zeros(shape))
 
     @property
     def joint_dim(self) -> int:
@@ -107,8 +109,9 @@ class VSEModel(nn.Module):
             raise ValueError("bank normalisation needs a non-empty bank and beta > 0")
         dev = next(self.parameters()).device
         self.config.bank_size, self.config.bank_beta = int(text_bank.shape[0]), float(beta)
-        self.register_buffer("bank_text", text_bank.detach().to(dev, torch.float16))
-        self.register_buffer("bank_images", image_bank.detach().to(dev, torch.float16))
+        # rounded to fp16 now, so scores are the same before and after a checkpoint round trip
+        for name, bank in (("bank_text", text_bank), ("bank_images", image_bank)):
+            self.register_buffer(name, bank.detach().to(dev, torch.float16).float())
 
     def clear_banks(self) -> None:
         """Back to plain cosine scores."""
@@ -117,22 +120,10 @@ class VSEModel(nn.Module):
             if name in self._buffers:
                 del self._buffers[name]
 
-    def _bank_f32(self, bank: torch.Tensor) -> torch.Tensor:
-        # The banks are stored fp16; converting 4096 x 1024 on every query cost ~2 ms, so keep a
-        # float32 copy until the buffer is replaced or modified in place (load_state_dict).
-        cache = self.__dict__.setdefault("_bank_cache", {})
-        hit = cache.get(id(bank))
-        if hit is None or hit[0] is not bank or hit[1] != bank._version:
-            hit = (bank, bank._version, bank.float().T.contiguous())
-            if len(cache) >= 4:  # only ever two banks; drop copies of replaced buffers
-                cache.clear()
-            cache[id(bank)] = hit
-        return hit[2]
-
     def _bank_softmax(self, x: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
         # log-mean-exp of beta * similarity, over the bank: how much x looks like "everything"
         beta = self.config.bank_beta
-        sims = x.float() @ self._bank_f32(bank)
+        sims = x.float() @ bank.T
         return (torch.logsumexp(beta * sims, dim=1) - math.log(bank.shape[0])) / beta
 
     def image_vectors(self, im: torch.Tensor) -> torch.Tensor:
@@ -152,14 +143,23 @@ class VSEModel(nn.Module):
         return torch.cat([s.float(), torch.ones_like(d)[:, None], -d[:, None]], dim=1)
 
     def text_query_vectors(self, s: torch.Tensor) -> torch.Tensor:
-        """Text embeddings as queries for photos: without the text's own bank term, which is the
-        same for every photo (so ranking is unchanged) but would make a common description
+        """Unit text embeddings -> queries for photos (see `as_text_queries`)."""
+        return self.as_text_queries(self.text_vectors(s))
+
+    def as_text_queries(self, vectors: torch.Tensor) -> torch.Tensor:
+        """`text_vectors` rows as queries for photos: without the text's own bank term, which is
+        the same for every photo (so ranking is unchanged) but would make a common description
         ("a dog running on grass") look like a weak match just for being common."""
-        v = self.text_vectors(s)
-        if self.config.bank_size > 0:
-            v = v.clone()
-            v[:, -1] = 0.0
-        return v
+        q = vectors.clone()
+        q[..., self.config.embed_dim + 1 :] = 0.0
+        return q
+
+    def as_image_queries(self, vectors: torch.Tensor) -> torch.Tensor:
+        """`image_vectors` rows as queries for similar photos: plain cosine, because the bank
+        terms describe how an image relates to captions, not to other images."""
+        q = vectors.clone()
+        q[..., self.config.embed_dim :] = 0.0
+        return q
 
     @property
     def vocab(self) -> list[str] | None:
