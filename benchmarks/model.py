@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.embedder import Embedder, FakeEmbedder
+from engine.embedder import Embedder
 from engine.errors import ModelLoadError
+from engine.testing import FakeEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ def fallback_checkpoint(work: Path) -> Path:
     path = work / "fallback_model.pt"
     if path.exists():
         return path
-    from engine.model.checkpoint import save_checkpoint
-    from engine.model.vse import VSEConfig, VSEModel
+    from engine.vse.checkpoint import save_checkpoint
+    from engine.vse.model import VSEConfig, VSEModel
 
     log.info("building fallback model (default VSEConfig, package backbone) -> %s", path)
     model = VSEModel(VSEConfig(), backbone_weights="package")
@@ -47,21 +48,22 @@ def load_bench_model(work: Path, kind: str = "auto") -> BenchModel:
     """kind: 'auto' (shipped model if present, else fallback), 'fallback' or 'fake'."""
     if kind == "fake":
         return BenchModel(FakeEmbedder(dim=64), "fake", "FakeEmbedder(dim=64)", 0.0, None)
-    from engine import models
+    from engine import settings
+    from engine.embedder import load_embedder
 
     started = time.perf_counter()
     if kind == "auto":
         try:
-            emb = models.load_default_embedder()
+            emb = load_embedder(None)
             return BenchModel(
                 emb, "shipped", f"shipped model {emb.model_id}",
-                time.perf_counter() - started, str(models.DEFAULT_CHECKPOINT),
+                time.perf_counter() - started, str(settings.DEFAULT_CHECKPOINT),
             )
         except ModelLoadError as exc:
             log.warning("shipped model unavailable (%s); using the fallback architecture", exc)
     path = fallback_checkpoint(work)
     started = time.perf_counter()
-    emb = models.load_embedder(path)
+    emb = load_embedder(path)
     cfg = emb.model.config
     desc = (
         f"FALLBACK (no shipped checkpoint): {cfg.backbone} {cfg.image_size}px + "

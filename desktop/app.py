@@ -6,23 +6,15 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
+from engine import settings
+from engine.settings import default_library_dir
+
 log = logging.getLogger(__name__)
-
-
-def default_library_dir() -> Path:
-    """$PHOTOSEARCH_LIBRARY, else the per-user data dir (…/photosearch/library)."""
-    env = os.environ.get("PHOTOSEARCH_LIBRARY")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("photosearch")) / "library"
 
 
 def dark_palette() -> QPalette:
@@ -97,7 +89,7 @@ def missing_display_message(env: dict[str, str] | None = None) -> str | None:
 def run_app(argv: list[str] | None = None) -> int:
     """Open the main window; returns the process exit code."""
     logging.basicConfig(
-        level=logging.DEBUG if os.environ.get("PHOTOSEARCH_DEBUG") else logging.INFO,
+        level=logging.DEBUG if os.environ.get(settings.DEBUG_ENV) else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     problem = missing_display_message()

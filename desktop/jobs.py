@@ -11,7 +11,6 @@ otherwise let a running QRunnable's wrapper be collected) and cancels them all o
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import traceback
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from engine.embedder import Embedder, load_embedder
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +107,9 @@ class FunctionJob(Job):
         return self._fn()
 
 
-def make_embedder(checkpoint: str | None = None) -> Any:
-    """Load the model named by settings; PHOTOSEARCH_EMBEDDER=fake gives the test embedder."""
-    if os.environ.get("PHOTOSEARCH_EMBEDDER", "").lower() == "fake":
-        from engine.embedder import FakeEmbedder
-
-        return FakeEmbedder()
-    from engine import models
-
-    if checkpoint:
-        return models.load_embedder(Path(checkpoint))
-    return models.load_default_embedder()
+def make_embedder(checkpoint: str | None = None) -> Embedder:
+    """The model named by settings (None or '' = the shipped default)."""
+    return load_embedder(checkpoint or None)
 
 
 class OpenLibraryJob(Job):

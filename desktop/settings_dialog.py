@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
 
 KEY_CHECKPOINT = "model/checkpoint"  # "" = the shipped default
 KEY_THUMB_SIZE = "view/thumb_size"
-KEY_FOLDER_HINT = "view/last_folder_filter"
 THUMB_MIN, THUMB_MAX, THUMB_DEFAULT = 96, 256, 160
 
 

@@ -7,13 +7,18 @@ the expensive part (`embed_prepared`) runs in batches on the model thread.
 
 from __future__ import annotations
 
-import hashlib
-import re
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
+
+from engine import settings
+from engine.errors import ModelLoadError, PhotosearchError
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -55,68 +60,36 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-# Colour words get fixed directions so tests can state which photo a query must find.
-FAKE_COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (1.0, 0.0, 0.0),
-    "green": (0.0, 1.0, 0.0),
-    "blue": (0.0, 0.0, 1.0),
-    "yellow": (1.0, 1.0, 0.0),
-    "white": (1.0, 1.0, 1.0),
-}
+def load_embedder(spec: str | Path | None = None, device: str | None = None) -> Embedder:
+    """The one way to get an embedder.
 
-
-class FakeEmbedder:
-    """Deterministic, model-free embedder for tests and benchmarks of the plumbing.
-
-    An image maps to its mean colour (first 3 dims, centred) plus a small seeded
-    projection of a 4x4 thumbnail, so a mostly-red photo lands near the text "red".
-    Other words map to seeded random directions, so any query gets a stable vector.
+    `spec` is a checkpoint path, or None for the shipped default model. `$PHOTOSEARCH_EMBEDDER
+    =fake` overrides both with the model-free `FakeEmbedder` (tests and benchmarks only).
+    Any failure is a `ModelLoadError` with a sentence for the user.
     """
+    override = settings.embedder_override()
+    if override == "fake":
+        from engine.testing import FakeEmbedder
 
-    def __init__(self, dim: int = 32, seed: int = 0, model_id: str | None = None) -> None:
-        if dim < 8:
-            raise ValueError("FakeEmbedder needs dim >= 8")
-        self.dim = dim
-        self.seed = seed
-        self.model_id = model_id or f"fake-{dim}-{seed}"
-        rng = np.random.default_rng(seed)
-        self._proj = rng.standard_normal((4 * 4 * 3, dim - 3)).astype(np.float32) * 0.05
+        return FakeEmbedder()
+    if override:
+        raise ModelLoadError(f"{settings.EMBEDDER_ENV}={override!r} is not known (only 'fake' is)")
+    if spec is None or str(spec) == "":
+        path = settings.DEFAULT_CHECKPOINT
+        if not path.is_file():
+            raise ModelLoadError(f"the default model {path} is missing; run `make default-model`")
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f"model checkpoint not found: {path.absolute()}")
+    try:
+        from engine.vse.inference import VSEEmbedder
 
-    def prepare_image(self, image: Image.Image) -> np.ndarray:
-        small = image.convert("RGB").resize((4, 4), Image.Resampling.BILINEAR)
-        return np.asarray(small, dtype=np.float32).reshape(-1) / 255.0
-
-    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch, dtype=np.float32).reshape(len(batch), -1)
-        mean_rgb = batch.reshape(len(batch), 16, 3).mean(axis=1)
-        colour = mean_rgb - mean_rgb.mean(axis=1, keepdims=True) * 0.5
-        detail = (batch - 0.5) @ self._proj
-        return l2_normalize(np.concatenate([colour, detail], axis=1))
-
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        return self.embed_prepared(np.stack([self.prepare_image(im) for im in images]))
-
-    def _word_vector(self, word: str) -> np.ndarray:
-        if word in FAKE_COLOURS:
-            rgb = np.asarray(FAKE_COLOURS[word], np.float32)
-            v = np.zeros(self.dim, np.float32)
-            v[:3] = rgb - rgb.mean() * 0.5
-            return v
-        digest = hashlib.sha256(f"{self.seed}:{word}".encode()).digest()
-        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-        return rng.standard_normal(self.dim).astype(np.float32) * 0.1
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for i, text in enumerate(texts):
-            words = re.findall(r"[a-z]+", text.lower()) or [""]
-            out[i] = sum(self._word_vector(w) for w in words)
-        return l2_normalize(out)
-
-    def image_query(self, vector: np.ndarray) -> np.ndarray:
-        return np.asarray(vector, dtype=np.float32)
-
-    def text_query(self, vector: np.ndarray) -> np.ndarray:
-        return np.asarray(vector, dtype=np.float32)
+        bank = settings.CAPTION_BANK if settings.CAPTION_BANK.exists() else None
+        embedder = VSEEmbedder(path, device=device, caption_bank_path=bank)
+    except PhotosearchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any load failure is one line for the user
+        raise ModelLoadError(f"could not load the model {path}: {exc}") from exc
+    log.info("loaded model %s from %s", embedder.model_id, path)
+    return embedder

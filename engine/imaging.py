@@ -78,13 +78,6 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
-def hash_file(path: str | os.PathLike[str]) -> str:
-    """Streamed blake2b of a file's bytes (for callers that do not need the bytes)."""
-    h = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_file(path: str | os.PathLike[str]) -> bytes:

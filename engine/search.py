@@ -6,7 +6,7 @@ vectors), so a narrow filter never hides a match HNSW did not return.
 
 Weak results: `SearchResult.weak` is true when the best score is below a threshold that the
 embedder can state as `weak_match_threshold` (calibrated per model), else
-`DEFAULT_WEAK_THRESHOLD`.
+`DEFAULT_WEAK_MATCH_THRESHOLD`.
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ import numpy as np
 from .catalog import Catalog, PhotoRow
 from .embedder import Embedder
 from .errors import EmptyQueryError
+from .settings import DEFAULT_WEAK_MATCH_THRESHOLD
 from .vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
-# Inner products of unit vectors: for VSE-style models a relevant photo typically scores
-# 0.3-0.6 against its query and unrelated ones 0.0-0.2, so 0.2 is a conservative default
-# for a model that does not state its own calibrated threshold.
-DEFAULT_WEAK_THRESHOLD = 0.2
 OVERFETCH = 4
 MIN_FETCH = 100
 
@@ -68,9 +65,9 @@ class CaptionHit:
 def weak_threshold(embedder: Embedder) -> float:
     value = getattr(embedder, "weak_match_threshold", None)
     try:
-        return float(value) if value is not None else DEFAULT_WEAK_THRESHOLD
+        return float(value) if value is not None else DEFAULT_WEAK_MATCH_THRESHOLD
     except (TypeError, ValueError):
-        return DEFAULT_WEAK_THRESHOLD
+        return DEFAULT_WEAK_MATCH_THRESHOLD
 
 
 def _photo_date(row: PhotoRow) -> datetime | None:

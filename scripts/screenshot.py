@@ -31,18 +31,15 @@ QUERY = "a dog running on grass"
 
 def embedder_factory(checkpoint: str) -> object:
     """The shipped model; the fake one only if none is shipped (so the script still runs)."""
-    if os.environ.get("PHOTOSEARCH_EMBEDDER", "").lower() != "fake":
-        try:
-            from engine import models
+    from engine.embedder import load_embedder
+    from engine.errors import ModelLoadError
+    from engine.testing import FakeEmbedder
 
-            if checkpoint:
-                return models.load_embedder(Path(checkpoint))
-            return models.load_default_embedder()
-        except Exception as exc:  # noqa: BLE001 - reported, then the fake stands in
-            log.warning("WARNING: no usable shipped model (%s); using the FAKE embedder, so "
-                        "results will not match the query", exc)
-    from engine.embedder import FakeEmbedder
-
+    try:
+        return load_embedder(checkpoint or None)
+    except ModelLoadError as exc:
+        log.warning("WARNING: no usable shipped model (%s); using the FAKE embedder, so "
+                    "results will not match the query", exc)
     return FakeEmbedder()
 
 

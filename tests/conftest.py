@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.embedder import FakeEmbedder
+from engine.testing import FakeEmbedder
 
 
 class CountingEmbedder(FakeEmbedder):

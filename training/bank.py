@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.model.vse import VSEModel
+from engine.vse.model import VSEModel
 from training.data import CaptionDataset
 from training.evaluate import embed_captions, embed_dataset_images, joint_vectors
 from training.metrics import metrics_from_embeddings
@@ -87,7 +87,7 @@ def add_bank_to_checkpoint(
     train_cache: Path | None = None, val_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Fit the bank for a trained checkpoint and rewrite it in place (new model id)."""
-    from engine.model.checkpoint import load_checkpoint, save_checkpoint
+    from engine.vse.checkpoint import load_checkpoint, save_checkpoint
 
     model, ckpt = load_checkpoint(path)
     report = fit_bank(model, train_ds, val_ds, size, train_cache=train_cache, val_cache=val_cache)

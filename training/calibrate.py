@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from engine.model.checkpoint import load_checkpoint
+    from engine.vse.checkpoint import load_checkpoint
     from training.data import load_dataset
     from training.evaluate import embed_captions, embed_dataset_images, joint_vectors
 

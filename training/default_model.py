@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from engine.model.checkpoint import load_checkpoint, save_checkpoint
-from engine.models import CAPTION_BANK, DEFAULT_CHECKPOINT
+from engine.settings import CAPTION_BANK, DEFAULT_CHECKPOINT
+from engine.vse.checkpoint import load_checkpoint, save_checkpoint
 from training.bank import add_bank_to_checkpoint
 from training.calibrate import weak_match_threshold, write_caption_bank
 from training.data import load_dataset

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.model.transforms import prepare_eval
-from engine.model.vse import VSEModel
+from engine.vse.model import VSEModel
+from engine.vse.preprocess import prepare_eval
 from training.data import CaptionDataset
 from training.metrics import metrics_from_embeddings
 
@@ -98,18 +98,3 @@ def evaluate_model(
     if folds is None:
         folds = 5 if len(ds) == 5000 else 1
     return metrics_from_embeddings(img, txt, ds.caption_image, folds=folds)
-
-
-def evaluate_embedder(embedder: Any, ds: CaptionDataset, batch_size: int = 32) -> dict[str, Any]:
-    """Metrics through the public Embedder interface (what the app uses)."""
-    img = []
-    for s in range(0, len(ds.items), batch_size):
-        arrs = []
-        for it in ds.items[s : s + batch_size]:
-            with Image.open(it.path) as im:
-                arrs.append(embedder.prepare_image(im.convert("RGB")))
-        img.append(embedder.embed_prepared(np.stack(arrs)))
-    caps = ds.captions
-    txt = np.concatenate([embedder.embed_texts(caps[s : s + 256]) for s in range(0, len(caps), 256)])
-    folds = 5 if len(ds) == 5000 else 1
-    return metrics_from_embeddings(np.concatenate(img), txt, ds.caption_image, folds=folds)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from engine.model.text import MiniLMTextEncoder
-from engine.model.vse import VSEConfig
+from engine.vse.model import VSEConfig
+from engine.vse.text_encoders import MiniLMTextEncoder
 from training.data import load_dataset
 from training.evaluate import evaluate_model
 from training.train import TrainOptions, train
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     best_epoch = max(summary["history"], key=lambda h: h.get("rsum", -1))
     result["best_epoch"] = best_epoch["epoch"]
     if args.test:
-        from engine.model.checkpoint import load_checkpoint
+        from engine.vse.checkpoint import load_checkpoint
 
         model, _ = load_checkpoint(out)
         test = evaluate_model(model, load_dataset(args.data_root / "f8k_extra"),

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.model.backbones import build_backbone
-from engine.model.transforms import eval_transform_pil, to_normalized_array
+from engine.vse.backbones import build_backbone
+from engine.vse.preprocess import eval_transform_pil, to_normalized_array
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.model.text import MiniLMTextEncoder, _additive_mask, _layer_out
+from engine.vse.text_encoders import MiniLMTextEncoder, _additive_mask, _layer_out
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from engine.model.checkpoint import save_checkpoint
-from engine.model.text import GRUTextEncoder, MiniLMTextEncoder, tokenize
-from engine.model.transforms import eval_transform, train_transform
-from engine.model.vse import VSEConfig, VSEModel
+from engine.vse.checkpoint import save_checkpoint
+from engine.vse.model import VSEConfig, VSEModel
+from engine.vse.text_encoders import GRUTextEncoder, MiniLMTextEncoder, tokenize
+from training.augment import train_transform
 from training.data import CaptionDataset
 from training.evaluate import evaluate_model
 from training.loss import ContrastiveLoss, InfoNCELoss
@@ -393,7 +393,3 @@ def write_logs(history: list[dict[str, Any]], csv_path: Path, json_path: Path) -
         w.writeheader()
         w.writerows(history)
     json_path.write_text(json.dumps(history, indent=1))
-
-
-def pixel_eval_transform(model: VSEModel) -> Any:
-    return eval_transform(model.img.backbone.mean, model.img.backbone.std, model.config.image_size)

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from engine.embedder import FakeEmbedder  # noqa: E402
+from engine.testing import FakeEmbedder  # noqa: E402
 
 COLOURS = {
     "red": (220, 30, 30),

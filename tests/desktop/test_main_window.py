@@ -10,8 +10,8 @@ from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QListWidgetItem
 
-from engine.embedder import FakeEmbedder
 from engine.library import Library
+from engine.testing import FakeEmbedder
 from tests.desktop.conftest import SlowFakeEmbedder, wait_indexed, write_photo
 
 

@@ -1,7 +1,8 @@
 import numpy as np
 from PIL import Image
 
-from engine.embedder import Embedder, FakeEmbedder
+from engine.embedder import Embedder
+from engine.testing import FakeEmbedder
 
 
 def test_fake_embedder_is_an_embedder_with_unit_rows():

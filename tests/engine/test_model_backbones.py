@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from engine.model.backbones import build_backbone
-from engine.model.image import GPO, ImageEncoder
+from engine.vse.backbones import build_backbone
+from engine.vse.image_encoders import GPO, ImageEncoder
 
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "mobilenet_v2"])

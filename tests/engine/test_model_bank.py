@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from engine.model.embedder import VSEEmbedder
-from engine.model.vse import VSEConfig, VSEModel
+from engine.vse.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from engine.vse.inference import VSEEmbedder
+from engine.vse.model import VSEConfig, VSEModel
 
 DIM = 16
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from engine.errors import ModelLoadError
-from engine.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from engine.model.vse import VSEConfig, VSEModel
+from engine.vse.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from engine.vse.model import VSEConfig, VSEModel
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_wrong_package_hash_is_refused(tmp_path, small_model):
     save_checkpoint(path, small_model)
     raw = read_checkpoint(path)
     raw["packages"]["backbone"]["sha256"] = "0" * 64
-    from engine.model.checkpoint import compute_model_id
+    from engine.vse.checkpoint import compute_model_id
 
     raw["model_id"] = compute_model_id(raw["config"], raw["packages"], raw["state_dict"])
     torch.save(raw, path)

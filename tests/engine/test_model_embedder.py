@@ -4,9 +4,9 @@ import torch
 from PIL import Image
 
 from engine.embedder import Embedder
-from engine.model.checkpoint import save_checkpoint
-from engine.model.embedder import VSEEmbedder
-from engine.model.vse import VSEConfig, VSEModel
+from engine.vse.checkpoint import save_checkpoint
+from engine.vse.inference import VSEEmbedder
+from engine.vse.model import VSEConfig, VSEModel
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.model.text import GloveVocab, GRUTextEncoder, tokenize
+from engine.vse.text_encoders import GloveVocab, GRUTextEncoder, tokenize
 
 
 def fake_glove():
@@ -38,7 +38,7 @@ def test_gru_encoder_shapes_and_unseen_words_differ(bidirectional):
 
 def test_real_glove_package_loads():
     pytest.importorskip("pyarrow")
-    from engine.model.text import load_glove
+    from engine.vse.text_encoders import load_glove
 
     words, matrix = load_glove()
     assert len(words) == 400_000 and matrix.shape == (400_000, 50)
@@ -47,8 +47,8 @@ def test_real_glove_package_loads():
 
 def test_gru_checkpoint_round_trip(tmp_path):
     pytest.importorskip("pyarrow")
-    from engine.model.checkpoint import load_checkpoint, save_checkpoint
-    from engine.model.vse import VSEConfig, VSEModel
+    from engine.vse.checkpoint import load_checkpoint, save_checkpoint
+    from engine.vse.model import VSEConfig, VSEModel
 
     torch.manual_seed(0)
     model = VSEModel(VSEConfig(backbone="mobilenet_v2", text_encoder="bigru", embed_dim=16),
@@ -63,7 +63,7 @@ def test_gru_checkpoint_round_trip(tmp_path):
 
 
 def test_minilm_multi_layer_pooling_matches_cached_path():
-    from engine.model.text import MiniLMTextEncoder
+    from engine.vse.text_encoders import MiniLMTextEncoder
     from training.text_cache import build_hidden_caches, pooled_features
 
     torch.manual_seed(0)

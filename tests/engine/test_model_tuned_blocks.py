@@ -4,8 +4,8 @@ trains, and the checkpoint stores the tail (not the frozen package weights)."""
 import pytest
 import torch
 
-from engine.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from engine.model.vse import VSEConfig, VSEModel
+from engine.vse.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from engine.vse.model import VSEConfig, VSEModel
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from datetime import datetime
 import pytest
 from PIL import Image
 
-from engine.embedder import FakeEmbedder
 from engine.errors import (
     EmptyQueryError,
     LibraryLockedError,
@@ -14,6 +13,7 @@ from engine.errors import (
     PhotoNotInLibraryError,
 )
 from engine.library import Library
+from engine.testing import FakeEmbedder
 from tests.conftest import CountingEmbedder
 
 
@@ -119,7 +119,7 @@ def test_second_writer_is_refused_but_reader_works(tmp_path, make_image, fake_em
         with pytest.raises(LibraryLockedError, match="in use by another photosearch"):
             Library.open(tmp_path / "lib", fake_embedder)
         code = (
-            "import sys; from engine.library import Library; from engine.embedder import FakeEmbedder\n"
+            "import sys; from engine.library import Library; from engine.testing import FakeEmbedder\n"
             "try:\n    Library.open(sys.argv[1], FakeEmbedder())\n"
             "except Exception as e:\n    print(type(e).__name__, e)\n"
         )

@@ -4,7 +4,7 @@ then reports is what the choice measured."""
 import pytest
 import torch
 
-from engine.model.vse import VSEConfig, VSEModel
+from engine.vse.model import VSEConfig, VSEModel
 from training.bank import BETAS, add_bank_to_checkpoint, fit_bank
 from training.data import CaptionDataset, load_dataset
 from training.evaluate import evaluate_model
@@ -29,7 +29,7 @@ def test_fit_bank_choice_matches_evaluation(tiny_dataset, tmp_path):
 
 
 def test_add_bank_to_checkpoint_rewrites_it(tiny_dataset, tmp_path):
-    from engine.model.checkpoint import load_checkpoint, save_checkpoint
+    from engine.vse.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = VSEModel(VSEConfig(backbone="mobilenet_v2", text_encoder="minilm", embed_dim=32)).eval()

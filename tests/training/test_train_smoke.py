@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.model.checkpoint import load_checkpoint
-from engine.model.text import MiniLMTextEncoder
-from engine.model.vse import VSEConfig
+from engine.vse.checkpoint import load_checkpoint
+from engine.vse.model import VSEConfig
+from engine.vse.text_encoders import MiniLMTextEncoder
 from training.data import CaptionDataset, load_dataset
 from training.features import extract
 from training.text_cache import build_hidden_cache
@@ -90,7 +90,7 @@ def test_cli_missing_data_is_a_user_error(tmp_path, capsys):
 def test_cli_train_frozen_with_pooled_layers_and_bank(tiny_dataset, tmp_path, capsys):
     """The shipped recipe's options through the CLI: cached features, 2 pooled MiniLM layers,
     InfoNCE, then a bank fitted on val."""
-    from engine.model.checkpoint import read_checkpoint
+    from engine.vse.checkpoint import read_checkpoint
     from main import main
 
     out = tmp_path / "frozen.pt"
@@ -111,7 +111,7 @@ def test_cli_train_frozen_with_pooled_layers_and_bank(tiny_dataset, tmp_path, ca
 def test_cli_train_last_blocks_from_cached_inputs(tiny_dataset, tmp_path, capsys):
     """--tuned-blocks: activations entering the tuned blocks are cached once, training runs
     the tail on them, and the per-epoch val (from the cache) matches the pixel path."""
-    from engine.model.checkpoint import load_checkpoint, read_checkpoint
+    from engine.vse.checkpoint import load_checkpoint, read_checkpoint
     from main import main
     from training.data import load_dataset
     from training.evaluate import evaluate_model

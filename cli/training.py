@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import PhotosearchError
-from engine.model.backbones import BACKBONES
-from engine.model.vse import TEXT_ENCODERS, VSEConfig
+from engine.vse.backbones import BACKBONES
+from engine.vse.model import TEXT_ENCODERS, VSEConfig
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _prepare_caches(args: argparse.Namespace, config: VSEConfig, train_ds: Any, 
                        config.tuned_blocks, size=config.image_size)
         out["val_cache"] = vdir
     if config.text_encoder == "minilm":
-        from engine.model.text import MiniLMTextEncoder
+        from engine.vse.text_encoders import MiniLMTextEncoder
         from training.text_cache import build_hidden_cache
 
         # the cache holds the states the trained part starts from: below the tuned layers
@@ -191,8 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from engine.model.checkpoint import load_checkpoint
-    from engine.models import DEFAULT_CHECKPOINT
+    from engine.settings import DEFAULT_CHECKPOINT
+    from engine.vse.checkpoint import load_checkpoint
     from training.data import load_dataset
     from training.evaluate import evaluate_model
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.model.backbones import build_backbone
-from engine.model.image import ImageEncoder
-from engine.model.text import GRUTextEncoder, MiniLMTextEncoder
+from engine.vse.backbones import build_backbone
+from engine.vse.image_encoders import ImageEncoder
+from engine.vse.text_encoders import GRUTextEncoder, MiniLMTextEncoder
 
 TEXT_ENCODERS = ("gru", "bigru", "minilm")
 

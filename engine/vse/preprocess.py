@@ -1,11 +1,9 @@
-"""Image preprocessing shared by training, feature caching and the inference embedder."""
+"""Evaluation-time image preprocessing, shared by the inference embedder and feature caching."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
-from torchvision import transforms as T
 
 
 def eval_transform_pil(image: Image.Image, size: int = 224) -> Image.Image:
@@ -34,33 +32,3 @@ def prepare_eval(
     image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...], size: int = 224
 ) -> np.ndarray:
     return to_normalized_array(eval_transform_pil(image, size), mean, std)
-
-
-def train_transform(
-    mean: tuple[float, ...], std: tuple[float, ...], size: int = 224
-) -> T.Compose:
-    """Random resized crop + flip, the VSE++ recipe for end-to-end training."""
-    return T.Compose(
-        [
-            T.RandomResizedCrop(size, scale=(0.5, 1.0)),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
-
-
-def eval_transform(
-    mean: tuple[float, ...], std: tuple[float, ...], size: int = 224
-) -> T.Compose:
-    return T.Compose(
-        [
-            T.Lambda(lambda im: eval_transform_pil(im, size)),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
-
-
-def flip_array(batch: torch.Tensor) -> torch.Tensor:
-    return torch.flip(batch, dims=[-1])

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.model.backbones import Backbone
-from engine.model.text import make_head
+from engine.vse.backbones import Backbone
+from engine.vse.heads import make_head
 
 
 class GPO(nn.Module):

@@ -13,14 +13,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine.model.checkpoint import load_checkpoint
-from engine.model.transforms import prepare_eval
+from engine.settings import DEFAULT_WEAK_MATCH_THRESHOLD
+from engine.vse.checkpoint import load_checkpoint
+from engine.vse.preprocess import prepare_eval
 
 log = logging.getLogger(__name__)
 
-# Used when a checkpoint carries no calibration: cosine scores of this model family for a
-# correct top hit are mostly above this (see docs/MODEL.md for how the shipped value is set).
-DEFAULT_WEAK_MATCH_THRESHOLD = 0.3
 
 
 def _sensible_threads() -> int:

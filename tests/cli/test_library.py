@@ -1,4 +1,4 @@
-"""The engine's commands end to end, as a user runs them (subprocess, fake embedder)."""
+"""The library commands end to end, as a user runs them (subprocess, fake embedder)."""
 
 import json
 import os
@@ -8,19 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.embedder import FakeEmbedder
 from engine.library import Library
+from engine.testing import FakeEmbedder
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO.parent / "shared" / "data" / "photos_sample" / "images"
 
 
 def _entry() -> list[str]:
-    # main.py also needs training/cli.py (another engineer's); fall back to the engine's
-    # own entry point, which has the same error handling, until that exists.
-    if (REPO / "training" / "cli.py").exists():
-        return [sys.executable, str(REPO / "main.py")]
-    return [sys.executable, "-m", "engine.cli"]
+    return [sys.executable, str(REPO / "main.py")]
 
 
 def run(*args, env_extra=None):

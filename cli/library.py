@@ -1,12 +1,7 @@
-"""The engine's command-line commands: index, search, similar, captions, watch, status.
+"""Library commands: index, search, similar, captions, watch, status.
 
-`register(subparsers)` is called by main.py. Every user error is raised as a
-`PhotosearchError`, which main.py prints as one line (exit 2). `python -m engine.cli`
-runs these commands alone (the same handling), e.g. where training/ is not installed.
-
-Model choice: `--model CKPT` loads that checkpoint, otherwise the shipped default
-(`engine.models.load_default_embedder`). Testing hook: PHOTOSEARCH_EMBEDDER=fake selects
-the model-free `FakeEmbedder`, for tests and plumbing benchmarks only.
+Every user error is raised as a `PhotosearchError`, which `cli.dispatch` prints as one line
+(exit 2). The model is `--model CKPT`, else the shipped default (`engine.embedder.load_embedder`).
 """
 
 from __future__ import annotations
@@ -14,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -22,57 +16,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .embedder import Embedder, FakeEmbedder
-from .errors import (
+from engine.embedder import load_embedder
+from engine.errors import (
     EmptyQueryError,
     FolderNotFoundError,
     LibraryLockedError,
     LibraryUnreadableError,
-    ModelLoadError,
-    PhotosearchError,
 )
+from engine.library import Library
+from engine.settings import default_library_dir
 
 log = logging.getLogger(__name__)
-
-EMBEDDER_ENV = "PHOTOSEARCH_EMBEDDER"
-
-
-def default_library_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("photosearch")) / "library"
-
-
-def load_embedder(model: str | None) -> Embedder:
-    choice = os.environ.get(EMBEDDER_ENV, "").strip().lower()
-    if choice == "fake":
-        return FakeEmbedder()
-    if choice:
-        raise ModelLoadError(f"{EMBEDDER_ENV}={choice!r} is not known (only 'fake' is)")
-    try:
-        from . import models
-    except ImportError as exc:
-        raise ModelLoadError(f"the matching model is not available: {exc}") from exc
-    try:
-        if model:
-            path = Path(model).expanduser()
-            if not path.exists():
-                raise ModelLoadError(f"model checkpoint not found: {path.absolute()}")
-            return models.load_embedder(path)
-        return models.load_default_embedder()
-    except PhotosearchError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any load failure is one line for the user
-        raise ModelLoadError(f"could not load the model: {exc}") from exc
-
 
 def _library_dir(args: argparse.Namespace) -> Path:
     return Path(args.library).expanduser() if args.library else default_library_dir()
 
 
-def _open(args: argparse.Namespace, *, write: bool, reembed: bool = False) -> Any:
-    from .library import Library
-
+def _open(args: argparse.Namespace, *, write: bool, reembed: bool = False) -> Library:
     library_dir = _library_dir(args)
     if not write and not (library_dir / "catalog.db").exists():
         raise LibraryUnreadableError(
@@ -244,7 +204,7 @@ def cmd_captions(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from .watcher import FolderWatcher
+    from engine.watcher import FolderWatcher
 
     lib = _open(args, write=True)
     try:
@@ -350,31 +310,3 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("status", parents=[common, as_json], help="library summary")
     p.set_defaults(func=cmd_status)
-
-
-def dispatch(args: argparse.Namespace) -> int:
-    """Run a parsed command: user errors become one line on stderr, never a traceback."""
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return int(args.func(args) or 0)
-    except PhotosearchError as exc:
-        print(f"photosearch: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("photosearch: interrupted", file=sys.stderr)
-        return 130
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="photosearch")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    register(sub)
-    return dispatch(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

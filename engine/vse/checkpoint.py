@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from engine.errors import ModelLoadError
-from engine.model.backbones import package_record, verify_package_record
-from engine.model.text import glove_record, minilm_record
-from engine.model.vse import VSEConfig, VSEModel
+from engine.vse.backbones import package_record, verify_package_record
+from engine.vse.model import VSEConfig, VSEModel
+from engine.vse.text_encoders import glove_record, minilm_record
 
 log = logging.getLogger(__name__)
 
