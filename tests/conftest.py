@@ -12,6 +12,20 @@ from PIL import Image
 
 from engine.testing import FakeEmbedder
 
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A data set under ../shared/data. Missing: skip locally, but fail in CI, which always has
+    it, so a broken checkout never turns real tests into silent skips."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        message = f"shared data not found: {path}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
 
 class CountingEmbedder(FakeEmbedder):
     """FakeEmbedder that counts how many images it embedded (to prove reuse)."""

@@ -10,6 +10,7 @@ import pytest
 
 from engine.library import Library
 from engine.testing import FakeEmbedder
+from tests.conftest import shared_data
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO.parent / "shared" / "data" / "photos_sample" / "images"
@@ -37,8 +38,7 @@ def _one_line_error(proc):
 
 @pytest.fixture(scope="module")
 def sample_library(tmp_path_factory):
-    if not SAMPLE.is_dir():
-        pytest.skip(f"sample photos not found at {SAMPLE}")
+    shared_data("photos_sample")
     lib = tmp_path_factory.mktemp("cli") / "lib"
     proc = run("index", "--library", lib, SAMPLE, "--json")
     assert proc.returncode == 0, proc.stderr

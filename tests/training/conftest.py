@@ -1,17 +1,14 @@
 import json
-from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.conftest import shared_data
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """64 real images + captions from f30k8k_train, as a captions.jsonl folder."""
-    src = SHARED / "f30k8k_train"
-    if not (src / "captions.jsonl").exists():
-        pytest.skip("shared data not present")
+    src = shared_data("f30k8k_train")
     root = tmp_path_factory.mktemp("tiny")
     (root / "images").mkdir()
     lines = (src / "captions.jsonl").read_text().splitlines()[:64]

@@ -1,12 +1,10 @@
 import json
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import shared_data
 from training.data import DatasetError, load_dataset
 from training.train import build_vocab
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
 def test_jsonl_layout(tmp_path):
@@ -76,8 +74,7 @@ def test_vocab_from_training_captions_only():
     assert stats["n_captions"] == 2 and stats["max_length"] == 4
 
 
-@pytest.mark.skipif(not (SHARED / "f30k8k_val").exists(), reason="shared data not present")
 def test_shared_val_set_loads():
-    ds = load_dataset(SHARED / "f30k8k_val")
+    ds = load_dataset(shared_data("f30k8k_val"))
     assert len(ds) == 242 and all(len(it.captions) == 5 for it in ds.items)
     assert ds.items[0].path.exists()
