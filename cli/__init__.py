@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     """`photosearch COMMAND ...`; with no command, the desktop app."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
+        from desktop.system_libs import missing_libraries_message
+
+        problem = missing_libraries_message()
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
         from desktop.app import run_app
 
         return run_app()
