@@ -5,8 +5,11 @@ Labels are the catalog's integer photo ids (`photos.id`): they survive moves/ren
 replaced (hnswlib's add_items on an existing label updates it).
 
 The saved index is a cache of the catalog's `embeddings` table: it is written atomically
-with a JSON sidecar (count, model_id, dim, catalog generation); `load_or_rebuild` trusts
-it only if every field still matches the catalog, otherwise it rebuilds from the vectors.
+with a JSON sidecar (count, model_id, dim, catalog generation, size and CRC-32 of the
+file); `load_or_rebuild` trusts it only if every field still matches the catalog and the
+file's checksum matches, otherwise it rebuilds from the vectors. The checksum is verified
+before hnswlib reads the file because hnswlib trusts its input: damaged link lists make
+`knn_query` segfault, damaged vectors silently return the wrong photos.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +45,14 @@ EXHAUSTIVE_MAX = 2000
 INITIAL_CAPACITY = 1024
 
 SIDECAR_SUFFIX = ".json"
+
+# CRC-32 rather than a cryptographic hash: the threat is a damaged disk or a half-copied
+# file, not an adversary, and it is the cheapest full read on CPUs without SHA extensions.
+# Measured on a 100K x 1026-d index (~434 MB): crc32 0.24 s, sha256 0.31 s (SHA-NI),
+# blake2b 0.87 s. 4 MB chunks keep the check out of peak RSS (the file is in the page cache
+# right after, so hnswlib's own read is cheap).
+CHECKSUM_ALGO = "crc32"
+CHECKSUM_CHUNK = 4 << 20
 
 
 class VectorIndex:
@@ -149,6 +161,11 @@ class VectorIndex:
             try:
                 self._index.save_index(tmp)
                 _fsync_file(tmp)
+                # Checksum the temp file before it replaces the old one: the sidecar then
+                # describes exactly the bytes that were fsynced. A crash before the sidecar
+                # is replaced leaves the old sidecar's checksum, which no longer matches:
+                # the index is rebuilt, never trusted.
+                checksum = file_checksum(tmp)
                 os.replace(tmp, path)
                 meta = {
                     "count": len(self._live),
@@ -156,8 +173,9 @@ class VectorIndex:
                     "dim": self.dim,
                     "generation": int(generation),
                     "index_bytes": os.path.getsize(path),
-                    # hnswlib keeps deleted labels in get_ids_list(); listing them here
-                    # lets load() skip probing every label (15 s at 100K x 1024-d).
+                    "checksum": checksum,
+                    # hnswlib keeps deleted labels in get_ids_list() and only tells them
+                    # apart by probing each one (15 s at 100K x 1024-d).
                     "deleted": sorted(self._deleted),
                 }
                 _atomic_write_text(sidecar_path(path), json.dumps(meta))
@@ -169,6 +187,7 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, dim: int, model_id: str) -> VectorIndex:
+        """Read a saved index as is; `load_or_rebuild` verifies its checksum first."""
         self = cls.__new__(cls)
         self.dim = int(dim)
         self.model_id = model_id
@@ -177,25 +196,14 @@ class VectorIndex:
         self._index.load_index(str(path), allow_replace_deleted=False)
         self._index.set_ef(HNSW_EF_SEARCH)
         self._changes = 0
-        labels = self._index.get_ids_list()
+        labels = set(self._index.get_ids_list())
         listed = _sidecar_deleted(path)
-        if listed is not None:
-            self._deleted = listed & set(labels)
-            self._live = set(labels) - self._deleted
-            return self
-        # Older sidecar without the deleted list: deleted labels are still listed by
-        # hnswlib and get_items refuses them, which tells them apart (slow: one call each).
-        live: set[int] = set()
-        deleted: set[int] = set()
-        for label in labels:
-            try:
-                self._index.get_items([label])
-            except RuntimeError:
-                deleted.add(int(label))
-                continue
-            live.add(int(label))
-        self._live = live
-        self._deleted = deleted
+        if listed is None:
+            # Every sidecar that carries a checksum lists the deleted labels; without them
+            # a deleted label would be served as live.
+            raise ValueError("sidecar does not list the deleted labels")
+        self._deleted = listed & labels
+        self._live = labels - self._deleted
         return self
 
     @classmethod
@@ -219,12 +227,18 @@ class VectorIndex:
         vectors: Callable[[], tuple[np.ndarray, np.ndarray]],
         save: bool = True,
     ) -> tuple[VectorIndex, bool]:
-        """Load the cached index if its sidecar matches the catalog, else rebuild it.
+        """Load the cached index if its sidecar and checksum match, else rebuild it.
 
-        Returns (index, rebuilt). A rebuilt index is saved straight away.
+        Returns (index, rebuilt). A rebuilt index is saved straight away. A missing,
+        outdated or old-format (no checksum) cache is rebuilt quietly (info); a damaged
+        one (checksum mismatch, hnswlib refusing it) with a warning.
         """
         path = Path(path)
         reason = _stale_reason(path, dim, model_id, expected_count, generation)
+        damaged = False
+        if reason is None:
+            damaged = True
+            reason = _damage_reason(path)
         if reason is None:
             try:
                 index = cls.load(path, dim, model_id)
@@ -233,7 +247,12 @@ class VectorIndex:
                 reason = f"holds {index.count} vectors, catalog has {expected_count}"
             except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt
                 reason = f"unreadable ({exc})"
-        log.info("rebuilding search index %s: %s", path, reason)
+        if damaged:
+            log.warning(
+                "search index %s is damaged (%s); rebuilding it from the catalog", path, reason
+            )
+        else:
+            log.info("rebuilding search index %s: %s", path, reason)
         ids, vecs = vectors()
         index = cls.build(ids, vecs, dim, model_id)
         if not save:
@@ -261,6 +280,29 @@ def _sidecar_deleted(path: Path) -> set[int] | None:
     return {int(x) for x in deleted}
 
 
+def file_checksum(path: str | os.PathLike[str]) -> str:
+    """'crc32:<8 hex digits>' of the whole file, read in chunks."""
+    crc = 0
+    buf = bytearray(CHECKSUM_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            crc = zlib.crc32(view[:n], crc)
+    return f"{CHECKSUM_ALGO}:{crc:08x}"
+
+
+def _damage_reason(path: Path) -> str | None:
+    """None if the file's checksum is the one its sidecar recorded."""
+    try:
+        want = json.loads(sidecar_path(path).read_text()).get("checksum")
+        got = file_checksum(path)
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"unreadable ({exc})"
+    if got != want:
+        return f"checksum is {got}, the sidecar recorded {want}"
+    return None
+
+
 def _stale_reason(
     path: Path, dim: int, model_id: str, count: int, generation: int
 ) -> str | None:
@@ -283,6 +325,11 @@ def _stale_reason(
     for key, want in checks.items():
         if meta.get(key) != want:
             return f"{key} is {meta.get(key)!r}, expected {want!r}"
+    checksum = meta.get("checksum")
+    if not isinstance(checksum, str) or not checksum.startswith(CHECKSUM_ALGO + ":"):
+        # Saved before checksums existed (or with another algorithm): the content cannot
+        # be vouched for, so it is rebuilt once and saved with one.
+        return "sidecar has no checksum (older format)"
     return None
 
 
