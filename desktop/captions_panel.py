@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap
@@ -16,6 +15,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from engine.library import CaptionHit
 
 
 class CaptionsPanel(QWidget):
@@ -87,7 +88,7 @@ class CaptionsPanel(QWidget):
             f"Preparing {total:,} caption suggestions for this model (once)… {pct}%"
         )
 
-    def show_captions(self, path: str, hits: list[Any]) -> None:
+    def show_captions(self, path: str, hits: list[CaptionHit]) -> None:
         if path != self.path:
             return  # an answer for a photo the user no longer looks at
         self.list.clear()

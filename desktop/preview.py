@@ -6,15 +6,15 @@ import html
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QImage, QKeyEvent, QPixmap, QResizeEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
-from desktop.jobs import FunctionJob, JobRunner
-from desktop.photo_grid_model import format_date
+from desktop.photo_grid import format_date
+from desktop.tasks import TaskRunner
 from desktop.thumbnails import decode_for_display
+from engine.library import PhotoHit
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class PreviewPane(QWidget):
     closed = Signal()
     row_changed = Signal(int)
 
-    def __init__(self, runner: JobRunner, hits: Callable[[], list[Any]], parent: QWidget | None = None) -> None:
+    def __init__(
+        self, runner: TaskRunner, hits: Callable[[], list[PhotoHit]], parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.runner = runner
         self._hits = hits
@@ -131,9 +133,10 @@ class PreviewPane(QWidget):
         self.next_btn.setEnabled(row < len(hits) - 1)
         self.row_changed.emit(row)
         path = hit.path
-        self.runner.submit(
-            FunctionJob("preview", lambda: load_preview_image(path)),
-            on_finished=lambda img, g=gen: self._on_loaded(g, img),
+        self.runner.run_task(
+            "preview",
+            lambda _task: load_preview_image(path),
+            on_result=lambda img: self._on_loaded(gen, img),
         )
 
     def step(self, delta: int) -> None:

@@ -13,10 +13,13 @@ import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
+from PIL import Image
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QPixmap
+
+from engine.imaging import ImageDecodeError, decode_image
+from engine.library import Library
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 THUMB_PX = 256
 
 
-def load_thumbnail_image(lib: Any, path: str, max_px: int = THUMB_PX) -> QImage | None:
+def load_thumbnail_image(lib: Library, path: str, max_px: int = THUMB_PX) -> QImage | None:
     """Build the grid image for one photo (worker thread). None: nothing could be read."""
     thumb = None
     try:
@@ -44,8 +47,6 @@ def decode_for_display(path: str, max_px: int) -> QImage | None:
 
     Goes through the engine's decoder so what the grid and the preview show matches what
     was indexed: EXIF orientation, CMYK/16-bit/alpha to RGB, JPEG draft mode."""
-    from engine.imaging import ImageDecodeError, decode_image
-
     try:
         image = decode_image(path, target_size=max_px).image
         image.thumbnail((max_px, max_px))
@@ -60,20 +61,9 @@ def _decode_original(path: str, max_px: int) -> QImage | None:
     if not Path(path).is_file():
         return None
     return decode_for_display(path, max_px)
-    try:
-        from PIL import Image, ImageOps
-
-        with Image.open(path) as im:
-            im.draft("RGB", (max_px, max_px))
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((max_px, max_px))
-            return pil_to_qimage(im)
-    except Exception:  # noqa: BLE001 - unreadable file: the placeholder says so
-        log.debug("cannot decode %s", path, exc_info=True)
-        return None
 
 
-def pil_to_qimage(im: Any) -> QImage:
+def pil_to_qimage(im: Image.Image) -> QImage:
     """Copy a PIL RGB image into a QImage that owns its pixels."""
     im = im.convert("RGB")
     data = im.tobytes("raw", "RGB")
@@ -95,7 +85,7 @@ class _Signals(QObject):
 
 
 class _ThumbTask(QRunnable):
-    def __init__(self, loader: ThumbnailLoader, lib: Any, path: str, generation: int) -> None:
+    def __init__(self, loader: ThumbnailLoader, lib: Library, path: str, generation: int) -> None:
         super().__init__()
         self.setAutoDelete(False)
         self.loader = loader
@@ -121,7 +111,7 @@ class ThumbnailLoader(QObject):
 
     def __init__(self, parent: QObject | None = None, cache_size: int = 800, threads: int = 2) -> None:
         super().__init__(parent)
-        self.lib: Any = None
+        self.lib: Library | None = None
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(threads)
         self._cache: OrderedDict[str, QPixmap | None] = OrderedDict()
@@ -135,7 +125,7 @@ class ThumbnailLoader(QObject):
         self._signals = _Signals()
         self._signals.loaded.connect(self._on_loaded, Qt.ConnectionType.QueuedConnection)
 
-    def set_library(self, lib: Any) -> None:
+    def set_library(self, lib: Library) -> None:
         self.lib = lib
         self.clear()
 

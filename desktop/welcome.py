@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QStandardPaths, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -20,14 +20,9 @@ from PySide6.QtWidgets import (
 def suggested_folders() -> list[Path]:
     """~/Pictures (or its localised XDG name) if it exists."""
     out = []
-    try:
-        from PySide6.QtCore import QStandardPaths
-
-        loc = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
-        if loc and Path(loc).is_dir() and Path(loc) != Path.home():
-            out.append(Path(loc))
-    except Exception:  # noqa: BLE001 - a suggestion only
-        pass
+    loc = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
+    if loc and Path(loc).is_dir() and Path(loc) != Path.home():
+        out.append(Path(loc))
     pictures = Path.home() / "Pictures"
     if pictures.is_dir() and pictures not in out:
         out.append(pictures)
@@ -52,18 +47,17 @@ class WelcomePanel(QWidget):
             "on this computer; indexing runs in the background and you can search right away."
         )
         text.setWordWrap(True)
-        self._boxes_layout = QVBoxLayout()
-        self._boxes: list[QCheckBox] = []
-        for folder in suggested_folders():
-            self.add_folder(str(folder), checked=True)
         self.empty_hint = QLabel("No Pictures folder found. Add the folders that hold your photos.")
         self.empty_hint.setWordWrap(True)
-        self.empty_hint.setVisible(not self._boxes)
         add = QPushButton("Add a folder\u2026")
         add.clicked.connect(self._choose)
         self.start_btn = QPushButton("Start indexing")
         self.start_btn.setDefault(True)
         self.start_btn.clicked.connect(self._start)
+        self._boxes_layout = QVBoxLayout()
+        self._boxes: list[QCheckBox] = []
+        for folder in suggested_folders():
+            self.add_folder(str(folder), checked=True)
         buttons = QHBoxLayout()
         buttons.addWidget(add)
         buttons.addStretch(1)
@@ -77,6 +71,8 @@ class WelcomePanel(QWidget):
         inner.addWidget(self.empty_hint)
         inner.addLayout(self._boxes_layout)
         inner.addLayout(buttons)
+        # Only once it has a parent: shown before that, it would open as its own window.
+        self.empty_hint.setVisible(not self._boxes)
 
         outer = QVBoxLayout(self)
         outer.addStretch(1)
@@ -98,16 +94,14 @@ class WelcomePanel(QWidget):
         box.toggled.connect(self._update)
         self._boxes.append(box)
         self._boxes_layout.addWidget(box)
-        if hasattr(self, "empty_hint"):
-            self.empty_hint.setVisible(False)
+        self.empty_hint.setVisible(False)
         self._update()
 
     def chosen(self) -> list[str]:
         return [b.text() for b in self._boxes if b.isChecked()]
 
-    def _update(self, *args: object) -> None:
-        if hasattr(self, "start_btn"):
-            self.start_btn.setEnabled(bool(self.chosen()))
+    def _update(self, *_args: object) -> None:
+        self.start_btn.setEnabled(bool(self.chosen()))
 
     def _choose(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Choose a folder with photos", str(Path.home()))

@@ -3,7 +3,7 @@
 Runs the desktop app offscreen on ../shared/data/photos_sample with the shipped model,
 in a fresh library under build/, indexes, types "a dog running on grass" and saves the
 main window, the right-click menu and the captions panel. Falls back to the fake embedder
-(with a warning) only when no model is shipped yet.
+(with a warning, through $PHOTOSEARCH_EMBEDDER) only when no model is shipped yet.
 """
 
 from __future__ import annotations
@@ -25,22 +25,12 @@ from PySide6.QtCore import QPoint, QSettings  # noqa: E402
 from PySide6.QtGui import QPainter, QPixmap  # noqa: E402
 from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
+from desktop.app import create_app, dark_palette  # noqa: E402
+from desktop.main_window import MainWindow  # noqa: E402
+from engine import settings as engine_settings  # noqa: E402
+
 log = logging.getLogger("screenshot")
 QUERY = "a dog running on grass"
-
-
-def embedder_factory(checkpoint: str) -> object:
-    """The shipped model; the fake one only if none is shipped (so the script still runs)."""
-    from engine.embedder import load_embedder
-    from engine.errors import ModelLoadError
-    from engine.testing import FakeEmbedder
-
-    try:
-        return load_embedder(checkpoint or None)
-    except ModelLoadError as exc:
-        log.warning("WARNING: no usable shipped model (%s); using the FAKE embedder, so "
-                    "results will not match the query", exc)
-    return FakeEmbedder()
 
 
 def wait_until(app: QApplication, cond: Callable[[], bool], timeout_s: float, what: str) -> bool:
@@ -92,16 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(lib_dir, ignore_errors=True)
     lib_dir.mkdir(parents=True)
 
-    from desktop.app import create_app, dark_palette
-    from desktop.main_window import MainWindow
-
+    if not args.checkpoint and not engine_settings.DEFAULT_CHECKPOINT.is_file():
+        # So the script still runs before `make default-model`: load_embedder's test hook.
+        log.warning("WARNING: no shipped model at %s; using the FAKE embedder, so results "
+                    "will not match the query", engine_settings.DEFAULT_CHECKPOINT)
+        os.environ[engine_settings.EMBEDDER_ENV] = "fake"
     app = create_app([sys.argv[0]])
     if args.dark:
         app.setPalette(dark_palette())
     settings = QSettings(str(lib_dir / "settings.ini"), QSettings.Format.IniFormat)
     if args.checkpoint:
         settings.setValue("model/checkpoint", str(Path(args.checkpoint).resolve()))
-    win = MainWindow(lib_dir / "library", embedder_factory, settings)
+    # No modal error boxes offscreen: a failure shows in the window, and in error.png.
+    win = MainWindow(lib_dir / "library", settings=settings, error_dialogs=False)
     win.resize(1200, 800)
     win.show()
     shots: list[Path] = []
@@ -114,19 +107,25 @@ def main(argv: list[str] | None = None) -> int:
 
     settle(app, 0.2)
     save(win.grab(), "0_loading.png")
-    if not wait_until(app, lambda: win.lib is not None, 300, "the model to load"):
+    opened = wait_until(
+        app,
+        lambda: win.session.library is not None or "Could not open" in win.status.text(),
+        300,
+        "the model to load",
+    )
+    if not opened or win.session.library is None:
         save(win.grab(), "error.png")
         return 1
-    wait_until(app, lambda: win.pages.currentWidget() is win.welcome, 10, "the welcome panel")
-    win.welcome.add_folder(str(photos))
+    wait_until(app, lambda: win.results.showing(win.results.welcome), 10, "the welcome panel")
+    win.results.welcome.add_folder(str(photos))
     settle(app, 0.3)
     save(win.grab(), "1_welcome.png")
 
-    win.welcome.start.emit(win.welcome.chosen())
-    wait_until(app, lambda: win.progress.isVisible() and win.progress.maximum() > 1, 60, "indexing to start")
+    win.results.welcome.start.emit(win.results.welcome.chosen())
+    wait_until(app, lambda: win.status.progress.isVisible() and win.status.progress.maximum() > 1, 60, "indexing to start")
     settle(app, 1.0)
     save(win.grab(), "2_indexing.png")
-    wait_until(app, lambda: win.lib is not None and not win.is_indexing(), 900, "indexing to finish")
+    wait_until(app, lambda: not win.session.is_indexing(), 900, "indexing to finish")
     settle(app, 2.0)
     win.search.setFocus()
     # Types like a user would, so the debounce and as-you-type path run for real.
@@ -140,9 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     settle(app, 0.5)
     save(win.grab(), "3_results.png")
 
-    win._select_row(0)
     rect = win.grid.visualRect(win.model.index(0))
-    win._show_context_menu(rect.center())
+    win.grid.customContextMenuRequested.emit(rect.center())  # what a right click does
     settle(app, 0.5)
     save(grab_with_popup(win, win.context_menu), "4_context_menu.png")
     win.context_menu.close()
@@ -155,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
 
     win.show_preview(0)
     settle(app, 0.3)
-    wait_until(app, lambda: win.preview.image._pix is not None, 30, "the preview")
+    wait_until(app, lambda: win.results.preview.image._pix is not None, 30, "the preview")
     settle(app, 0.3)
     save(win.grab(), "6_preview.png")
-    win.close_preview()
+    win.results.close_preview()
 
     win.set_query("zzzz qqqq")
-    wait_until(app, lambda: win.last_result is not None and win.search_done is not None, 5, "")
+    wait_until(app, lambda: win.session.last_result is not None, 5, "the search")
     settle(app, 1.0)
     save(win.grab(), "7_other_query.png")
 

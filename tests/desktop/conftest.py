@@ -79,11 +79,13 @@ def make_window(qtbot, tmp_path: Path):  # type: ignore[no-untyped-def]
         library: Path | None = None,
     ) -> MainWindow:
         settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-        win = MainWindow(library or tmp_path / "library", factory, settings, watch=watch)
+        win = MainWindow(
+            library or tmp_path / "library", factory, settings, watch=watch, error_dialogs=False
+        )
         qtbot.addWidget(win)
         win.show()
         windows.append(win)
-        qtbot.waitUntil(lambda: win.lib is not None, timeout=15000)
+        qtbot.waitUntil(lambda: win.session.library is not None, timeout=15000)
         return win
 
     yield make
@@ -92,4 +94,6 @@ def make_window(qtbot, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def wait_indexed(qtbot, win, count: int, timeout: int = 15000) -> None:  # type: ignore[no-untyped-def]
-    qtbot.waitUntil(lambda: not win.is_indexing() and win.photo_count == count, timeout=timeout)
+    qtbot.waitUntil(
+        lambda: not win.session.is_indexing() and win.session.photo_count == count, timeout=timeout
+    )

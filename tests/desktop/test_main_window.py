@@ -27,8 +27,8 @@ def _search(qtbot, win, text: str) -> None:  # type: ignore[no-untyped-def]
     win.search.clear()
     qtbot.keyClicks(win.search, text)
     qtbot.waitUntil(
-        lambda: win.model.rowCount() > 0 and win._last_request is not None
-        and win._last_request.query == text and not win._debounce.isActive(),
+        lambda: win.model.rowCount() > 0 and win.session.last_request is not None
+        and win.session.last_request.query == text and not win.debounce.isActive(),
         timeout=10000,
     )
     qtbot.wait(50)
@@ -40,21 +40,21 @@ def _names(win, n: int) -> list[str]:  # type: ignore[no-untyped-def]
 
 def test_first_run_shows_welcome_then_indexes(make_window, qtbot, photos):
     win = make_window()
-    qtbot.waitUntil(lambda: win.pages.currentWidget() is win.welcome, timeout=5000)
-    win.welcome.add_folder(str(photos))
-    assert str(photos) in win.welcome.chosen()
-    win.welcome.start.emit([str(photos)])
+    qtbot.waitUntil(lambda: win.results.showing(win.results.welcome), timeout=5000)
+    win.results.welcome.add_folder(str(photos))
+    assert str(photos) in win.results.welcome.chosen()
+    win.results.welcome.start.emit([str(photos)])
     wait_indexed(qtbot, win, 8)
-    assert win.pages.currentWidget() is win.message
-    assert "Type to search your 8 photos" in win.message.text()
+    assert win.results.showing(win.results.message)
+    assert "Type to search your 8 photos" in win.results.message.text()
 
 
 def test_typing_a_query_fills_the_grid(make_window, qtbot, photos):
     win = _indexed_window(make_window, qtbot, photos)
     _search(qtbot, win, "red")
-    assert win.pages.currentWidget() is win.grid
+    assert win.results.showing(win.grid)
     assert sorted(_names(win, 2)) == ["red_0.jpg", "red_1.jpg"]
-    assert not win.banner.isVisible()
+    assert not win.results.banner.isVisible()
     # Tooltip: path, date and score.
     tip = win.model.data(win.model.index(0), 3)  # ToolTipRole
     assert win.model.paths()[0] in tip and "score" in tip
@@ -64,8 +64,8 @@ def test_typing_a_query_fills_the_grid(make_window, qtbot, photos):
     qtbot.waitUntil(lambda: win.loader.cached(win.model.paths()[0])[1] is not None, timeout=5000)
     # Clearing the box goes back to the empty state.
     win.set_query("")
-    qtbot.waitUntil(lambda: win.pages.currentWidget() is win.message, timeout=3000)
-    assert "8 photos" in win.message.text()
+    qtbot.waitUntil(lambda: win.results.showing(win.results.message), timeout=3000)
+    assert "8 photos" in win.results.message.text()
 
 
 def test_only_committed_queries_become_caption_suggestions(make_window, qtbot, photos):
@@ -74,7 +74,7 @@ def test_only_committed_queries_become_caption_suggestions(make_window, qtbot, p
     _search(qtbot, win, "green")
 
     def bank() -> set[str]:
-        return {c.caption for c in win.lib.similar_captions(win.model.paths()[0], top_k=50)}
+        return {c.caption for c in win.session.library.similar_captions(win.model.paths()[0], top_k=50)}
 
     assert "gre" not in bank() and "green" not in bank()
     qtbot.keyClick(win.search, "\r")
@@ -91,9 +91,9 @@ def test_folder_filter(make_window, qtbot, photos, tmp_path):
     wait_indexed(qtbot, win, 9)
     _search(qtbot, win, "red")
     assert "red_other.jpg" in _names(win, 3)
-    i = win.folder_combo.findData(str(photos.resolve()))
+    i = win.filter_bar.folder_combo.findData(str(photos.resolve()))
     assert i > 0
-    win.folder_combo.setCurrentIndex(i)
+    win.filter_bar.folder_combo.setCurrentIndex(i)
     qtbot.waitUntil(lambda: "red_other.jpg" not in _names(win, 9), timeout=5000)
     assert win.model.rowCount() == 8
 
@@ -106,8 +106,8 @@ def test_weak_match_shows_the_banner(make_window, qtbot, photos):
 
     win = _indexed_window(make_window, qtbot, photos, factory=factory)
     _search(qtbot, win, "zebra submarine")
-    qtbot.waitUntil(lambda: win.banner.isVisible(), timeout=5000)
-    assert "No good match" in win.banner.text()
+    qtbot.waitUntil(lambda: win.results.banner.isVisible(), timeout=5000)
+    assert "No good match" in win.results.banner.text()
     assert win.model.rowCount() == 8  # still shows the closest photos
 
 
@@ -116,7 +116,7 @@ def test_context_menu_actions(make_window, qtbot, photos, monkeypatch):
     for query in ("red", "green"):
         _search(qtbot, win, query)
         qtbot.keyClick(win.search, "\r")  # Enter commits the query to the caption bank
-    win._select_row(0)
+    win.results.select_row(0)
     path = win.model.paths()[0]
     assert os.path.basename(path).startswith("green")
     menu = win.build_context_menu()
@@ -142,15 +142,15 @@ def test_context_menu_actions(make_window, qtbot, photos, monkeypatch):
     item: QListWidgetItem = win.captions_panel.list.item(1)
     win.captions_panel.list.itemClicked.emit(item)
     assert win.search.text() == item.data(0x0100)
-    qtbot.waitUntil(lambda: win._last_request.query == win.search.text(), timeout=3000)
+    qtbot.waitUntil(lambda: win.session.last_request.query == win.search.text(), timeout=3000)
 
-    win._select_row(0)
+    win.results.select_row(0)
     qtbot.waitUntil(lambda: win.model.rowCount() > 0, timeout=3000)
     _search(qtbot, win, "green")
-    win._select_row(0)
+    win.results.select_row(0)
     source = win.current_path()
     win.act_similar.trigger()
-    assert win.similar_bar.isVisible()
+    assert win.results.similar_bar.isVisible()
     qtbot.waitUntil(
         lambda: win.model.rowCount() > 0 and source not in win.model.paths(), timeout=5000
     )
@@ -164,21 +164,21 @@ def test_keyboard_preview_and_shortcuts(make_window, qtbot, photos, monkeypatch)
     win = _indexed_window(make_window, qtbot, photos)
     _search(qtbot, win, "yellow")
     win.grid.setFocus()
-    win._select_row(0)
+    win.results.select_row(0)
     urls: list[QUrl] = []
     monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda u: urls.append(u) or True))
     qtbot.keyClick(win.grid, Qt.Key.Key_Return)
     assert urls and urls[-1].toLocalFile() == win.model.paths()[0]
 
     win.show_preview(0)
-    assert win.pages.currentWidget() is win.preview
-    qtbot.waitUntil(lambda: win.preview.image._pix is not None, timeout=5000)
-    qtbot.keyClick(win.preview, Qt.Key.Key_Right)
-    assert win.preview.row == 1
-    qtbot.keyClick(win.preview, Qt.Key.Key_Left)
-    assert win.preview.row == 0
-    qtbot.keyClick(win.preview, Qt.Key.Key_Escape)
-    assert win.pages.currentWidget() is win.grid
+    assert win.results.showing(win.results.preview)
+    qtbot.waitUntil(lambda: win.results.preview.image._pix is not None, timeout=5000)
+    qtbot.keyClick(win.results.preview, Qt.Key.Key_Right)
+    assert win.results.preview.row == 1
+    qtbot.keyClick(win.results.preview, Qt.Key.Key_Left)
+    assert win.results.preview.row == 0
+    qtbot.keyClick(win.results.preview, Qt.Key.Key_Escape)
+    assert win.results.showing(win.grid)
 
     win.search.setFocus()
     qtbot.keyClick(win.search, Qt.Key.Key_Down)
@@ -194,26 +194,26 @@ def test_adding_a_folder_starts_indexing_and_shows_progress(make_window, qtbot, 
     for i in range(80):  # the engine embeds in batches of 32: 3 progress steps
         write_photo(folder / f"p{i:03d}.jpg", (200, 40 + i, 40), seed=i, size=32)
     win = make_window(factory=lambda _c: SlowFakeEmbedder(delay_s=0.03))
-    qtbot.waitUntil(lambda: win.pages.currentWidget() is win.welcome, timeout=5000)
+    qtbot.waitUntil(lambda: win.results.showing(win.results.welcome), timeout=5000)
     win.add_folder(str(folder))
-    qtbot.waitUntil(lambda: win.is_indexing(), timeout=5000)
+    qtbot.waitUntil(lambda: win.session.is_indexing(), timeout=5000)
     qtbot.waitUntil(
-        lambda: win.progress.isVisible() and win.progress.maximum() == 80
-        and 0 < win.progress.value() < 80,
+        lambda: win.status.progress.isVisible() and win.status.progress.maximum() == 80
+        and 0 < win.status.progress.value() < 80,
         timeout=10000,
     )
-    assert "/ 80 photos" in win.status_text()
+    assert "/ 80 photos" in win.status.text()
     wait_indexed(qtbot, win, 80, timeout=30000)
-    assert not win.progress.isVisible()
-    assert "80 photos indexed" in win.status_text()
+    assert not win.status.progress.isVisible()
+    assert "80 photos indexed" in win.status.text()
 
 
 def test_failures_are_counted_and_listed(make_window, qtbot, photos):
     (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
     win = _indexed_window(make_window, qtbot, photos)
-    qtbot.waitUntil(lambda: win.failures_btn.isVisible(), timeout=5000)
-    assert "1" in win.failures_btn.text()
-    win.failures_btn.click()
+    qtbot.waitUntil(lambda: win.status.failures_btn.isVisible(), timeout=5000)
+    assert "1" in win.status.failures_btn.text()
+    win.status.failures_btn.click()
     qtbot.waitUntil(lambda: getattr(win, "failures_dialog", None) is not None, timeout=5000)
     table = win.failures_dialog.table
     assert table.rowCount() == 1 and table.item(0, 0).text().endswith("broken.jpg")
@@ -237,11 +237,11 @@ def test_new_file_in_watched_folder_appears_in_results(make_window, qtbot, tmp_p
 def test_switching_model_reembeds_and_search_keeps_working(make_window, qtbot, photos):
     win = _indexed_window(make_window, qtbot, photos)
     _search(qtbot, win, "red")
-    assert win.lib.embedder.model_id == "fake-32-0"
-    win.switch_model("other")
-    qtbot.waitUntil(lambda: win._switch_job is None, timeout=15000)
-    assert win.lib.embedder.model_id == "fake-other"
-    assert win.model_id == "fake-other"
+    assert win.session.library.embedder.model_id == "fake-32-0"
+    win.session.switch_model("other")
+    qtbot.waitUntil(lambda: not win.session.is_switching_model(), timeout=15000)
+    assert win.session.library.embedder.model_id == "fake-other"
+    assert win.session.model_id == "fake-other"
     assert win.settings.value("model/checkpoint") == "other"
     _search(qtbot, win, "green")
     assert sorted(_names(win, 2)) == ["green_0.jpg", "green_1.jpg"]
@@ -254,10 +254,10 @@ def test_quitting_mid_indexing_leaves_a_consistent_library(make_window, qtbot, t
     lib_dir = tmp_path / "lib100"
     win = make_window(factory=lambda _c: SlowFakeEmbedder(delay_s=0.02), library=lib_dir)
     win.add_folder(str(folder))
-    qtbot.waitUntil(lambda: win.progress.value() >= 10, timeout=20000)
+    qtbot.waitUntil(lambda: win.status.progress.value() >= 10, timeout=20000)
     win.close()  # mid-indexing
-    assert win.lib is None
-    assert win.runner.pool.activeThreadCount() == 0
+    assert win.session.library is None
+    assert win.session.runner.pool.activeThreadCount() == 0
 
     emb = FakeEmbedder()
     lib = Library.open(lib_dir, emb)  # the lock was released
@@ -292,17 +292,17 @@ def test_window_appears_at_once_and_a_query_typed_while_loading_runs_later(qtbot
         return FakeEmbedder()
 
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(tmp_path / "lib", slow_factory, settings, watch=False)
+    win = MainWindow(tmp_path / "lib", slow_factory, settings, watch=False, error_dialogs=False)
     qtbot.addWidget(win)
     win.show()
-    assert "Loading model" in win.status_text()
+    assert "Loading model" in win.status.text()
     qtbot.keyClicks(win.search, "red")
     qtbot.wait(400)  # past the debounce: the search waits for the library
-    assert win.lib is None
+    assert win.session.library is None
     release.set()
     with qtbot.waitSignal(win.search_done, timeout=10000):
         pass
-    assert win._last_request.query == "red"
+    assert win.session.last_request.query == "red"
     win.shutdown()
 
 
@@ -318,7 +318,7 @@ def test_caption_bank_is_embedded_in_the_background_after_the_first_index(
         return emb
 
     win = _indexed_window(make_window, qtbot, photos, factory=factory)
-    model_id = win.lib.embedder.model_id
+    model_id = win.session.library.embedder.model_id
     qtbot.waitUntil(
-        lambda: not win.lib.catalog.captions_missing_embeddings(model_id), timeout=10000
+        lambda: not win.session.library.catalog.captions_missing_embeddings(model_id), timeout=10000
     )

@@ -1,9 +1,8 @@
-"""Watched folders: add and remove. The dialog only asks; the window runs the jobs."""
+"""Watched folders: add and remove. The dialog only asks; the session does the work."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -20,8 +19,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.library import FolderInfo
 
-def folder_label(info: Any) -> str:
+
+def folder_label(info: FolderInfo) -> str:
     count = f"{info.photo_count:,} photo{'s' if info.photo_count != 1 else ''}"
     state = "" if info.online else "  \u2014  offline (drive not connected?)"
     return f"{info.path}\n    {count}{state}"
@@ -60,7 +61,7 @@ class FoldersDialog(QDialog):
         layout.addLayout(buttons)
         self._update_buttons()
 
-    def set_folders(self, folders: list[Any]) -> None:
+    def set_folders(self, folders: list[FolderInfo]) -> None:
         current = self.selected_path()
         self.list.clear()
         for info in folders:
@@ -92,7 +93,7 @@ class FoldersDialog(QDialog):
             if self.list.item(i).data(Qt.ItemDataRole.UserRole) == path:
                 self.list.setCurrentRow(i)
 
-    def _update_buttons(self, *args: Any) -> None:
+    def _update_buttons(self, *_args: object) -> None:
         self.remove_btn.setEnabled(bool(self.selected_path()))
 
     def _choose_folder(self) -> None:

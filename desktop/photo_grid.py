@@ -1,4 +1,5 @@
-"""The result grid: a flat list model over search hits, and the delegate that paints a cell.
+"""The result grid: the view, a flat list model over search hits, and the delegate that
+paints a cell.
 
 The model holds plain `PhotoHit`s. Thumbnails are asked for only when the view asks for
 an item's decoration, i.e. when it is about to paint it, so the cost of a result list is
@@ -16,15 +17,25 @@ from typing import Any
 from PySide6.QtCore import (
     QAbstractListModel,
     QModelIndex,
+    QObject,
     QPersistentModelIndex,
     QRect,
     QSize,
     Qt,
+    Signal,
 )
-from PySide6.QtGui import QColor, QPainter, QPalette, QPen
-from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
+from PySide6.QtGui import QColor, QKeyEvent, QPainter, QPalette, QPen, QResizeEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QListView,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QWidget,
+)
 
 from desktop.thumbnails import ThumbnailLoader
+from engine.library import PhotoHit
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +52,15 @@ def format_date(date: datetime | None) -> str:
 
 
 class PhotoGridModel(QAbstractListModel):
-    def __init__(self, loader: ThumbnailLoader, parent: Any = None) -> None:
+    def __init__(self, loader: ThumbnailLoader, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.loader = loader
-        self._hits: list[Any] = []
+        self._hits: list[PhotoHit] = []
         self._row_of: dict[str, int] = {}
         loader.thumbnail_ready.connect(self._on_thumbnail_ready)
 
     # -- data ------------------------------------------------------------------------
-    def set_hits(self, hits: list[Any]) -> None:
+    def set_hits(self, hits: list[PhotoHit]) -> None:
         """Replace the results; queued thumbnail requests for the old list are dropped."""
         self.loader.cancel_pending()
         self.beginResetModel()
@@ -57,10 +68,10 @@ class PhotoGridModel(QAbstractListModel):
         self._row_of = {h.path: i for i, h in enumerate(self._hits)}
         self.endResetModel()
 
-    def hits(self) -> list[Any]:
+    def hits(self) -> list[PhotoHit]:
         return list(self._hits)
 
-    def hit(self, row: int) -> Any | None:
+    def hit(self, row: int) -> PhotoHit | None:
         return self._hits[row] if 0 <= row < len(self._hits) else None
 
     def row_of(self, path: str) -> int | None:
@@ -99,13 +110,12 @@ class PhotoGridModel(QAbstractListModel):
         return None
 
     @staticmethod
-    def _tooltip(hit: Any) -> str:
-        status = getattr(hit, "status", "ok")
-        extra = "" if status in ("ok", "", None) else f"<br><i>{html.escape(str(status))}</i>"
+    def _tooltip(hit: PhotoHit) -> str:
+        extra = "" if hit.status in ("ok", "") else f"<br><i>{html.escape(hit.status)}</i>"
         return (
             f"<b>{html.escape(os.path.basename(hit.path))}</b><br>"
             f"{html.escape(hit.path)}<br>"
-            f"{format_date(getattr(hit, 'date', None))}<br>"
+            f"{format_date(hit.date)}<br>"
             f"match score {hit.score:.3f}{extra}"
         )
 
@@ -179,3 +189,59 @@ class PhotoDelegate(QStyledItemDelegate):
             painter.drawText(
                 rect, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, "Photo not\navailable"
             )
+
+
+class PhotoGridView(QListView):
+    """Icon-mode list tuned for big result lists; Enter opens, Space previews."""
+
+    open_requested = Signal(QModelIndex)
+    preview_requested = Signal(QModelIndex)
+    scrolled = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setFlow(QListView.Flow.LeftToRight)
+        self.setWrapping(True)
+        # Uniform sizes: layout of 10,000 items without asking each one for its size hint.
+        # Single-pass layout: with uniform sizes 10,000 items lay out in milliseconds, and
+        # batched layout would make the scroll bar grow while the user drags it.
+        self.setUniformItemSizes(True)
+        self.setSpacing(2)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.verticalScrollBar().setSingleStep(24)
+        self.setMouseTracking(True)  # hover highlight
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.verticalScrollBar().valueChanged.connect(lambda _v: self.scrolled.emit())
+
+    def relayout_cells(self) -> None:
+        """Stretch cells so whole columns fill the width (no ragged empty strip on the right)."""
+        delegate = self.itemDelegate()
+        if not isinstance(delegate, PhotoDelegate):
+            return
+        side = delegate.thumb_size + 2 * delegate.padding
+        # Reserve the scroll bar's width even when hidden, else showing it re-flows the grid
+        # and can flip back and forth.
+        avail = self.width() - 2 * self.frameWidth() - self.verticalScrollBar().sizeHint().width() - 2
+        columns = max(1, avail // side)
+        cell = QSize(max(side, avail // columns), side)
+        if cell != delegate.cell_size:
+            delegate.cell_size = cell
+            self.setGridSize(cell)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        self.relayout_cells()
+        super().resizeEvent(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        idx = self.currentIndex()
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and idx.isValid():
+            self.open_requested.emit(idx)
+            return
+        if event.key() == Qt.Key.Key_Space and idx.isValid():
+            self.preview_requested.emit(idx)
+            return
+        super().keyPressEvent(event)
