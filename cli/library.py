@@ -1,7 +1,10 @@
-"""Library commands: index, search, similar, captions, watch, status.
+"""Library commands: index, search, similar, captions, watch, status, folders, remove-folder.
 
 Every user error is raised as a `PhotosearchError`, which `cli.dispatch` prints as one line
-(exit 2). The model is `--model CKPT`, else the shipped default (`engine.embedder.load_embedder`).
+(exit 2); malformed values (a date, a count) are refused by argparse (exit 2) before anything
+is loaded. Arguments are checked before expensive work: the model is loaded only once they
+are valid, the caption bank only once the photo is known. The model is `--model CKPT`, else
+the shipped default (`engine.embedder.load_embedder`).
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +26,21 @@ from engine.errors import (
     FolderNotFoundError,
     LibraryLockedError,
     LibraryUnreadableError,
+    PhotosearchError,
 )
 from engine.library import Library
 from engine.settings import default_library_dir
 
 log = logging.getLogger(__name__)
+
+# EXIF dates before 1800 are placeholders ("0000:00:00"), so no photo is dated earlier; the
+# bounds also keep every accepted date convertible to a timestamp (year 1 is not).
+EARLIEST_DATE = datetime(1800, 1, 1)
+
+
+class ArgumentError(PhotosearchError):
+    """Arguments that parse but make no sense: a count below 1, a date range backwards."""
+
 
 def _library_dir(args: argparse.Namespace) -> Path:
     return Path(args.library).expanduser() if args.library else default_library_dir()
@@ -55,10 +69,65 @@ def _print_json(data: object) -> None:
 
 
 def _parse_date(text: str) -> datetime:
+    """--from: YYYY-MM-DD (that day's start) or an ISO date-time, as local time."""
     try:
-        return datetime.fromisoformat(text)
+        value = datetime.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a date (use YYYY-MM-DD): {text}") from exc
+    if value.tzinfo is not None:  # photo dates are local wall-clock times
+        value = value.astimezone().replace(tzinfo=None)
+    return value
+
+
+def _parse_end_date(text: str) -> datetime:
+    """--to: a bare YYYY-MM-DD includes that whole day (--from D --to D is one day)."""
+    value = _parse_date(text)
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return value  # a date-time: exactly that moment
+    return datetime.combine(value.date(), time.max)
+
+
+# Values that parse but make no sense are refused here, before the model is loaded, as one
+# line (argparse's own errors, for values that do not parse, come with the usage text).
+
+
+def _check_top_k(args: argparse.Namespace) -> None:
+    if args.top_k < 1:
+        raise ArgumentError(f"--top-k must be at least 1, got {args.top_k}")
+
+
+def _check_dates(args: argparse.Namespace) -> None:
+    for option, value in (("--from", args.date_from), ("--to", args.date_to)):
+        if value is not None and value < EARLIEST_DATE:
+            raise ArgumentError(
+                f"{option} {value.date().isoformat()} is before {EARLIEST_DATE:%Y-%m-%d}, the earliest "
+                "date a photo can have; leave the option out for no limit"
+            )
+    if args.date_from and args.date_to and args.date_from > args.date_to:
+        raise ArgumentError(
+            f"--from {args.date_from:%Y-%m-%d %H:%M} is after --to {args.date_to:%Y-%m-%d %H:%M}"
+        )
+
+
+def _clean_query(text: str) -> str:
+    """A query with the bytes that are not UTF-8 dropped (the shell passed raw bytes).
+
+    Python hands such argv bytes over as lone surrogates, which no text encoder or SQLite
+    accepts; the readable rest of the query still makes a search."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    raw = text.encode("utf-8", "surrogateescape" if _only_escapes(text) else "replace")
+    print(
+        "photosearch: note: the query has bytes that are not UTF-8 text; they were ignored",
+        file=sys.stderr,
+    )
+    return raw.decode("utf-8", "replace").replace("\ufffd", " ")
+
+
+def _only_escapes(text: str) -> bool:
+    return all(not "\ud800" <= ch <= "\udfff" or "\udc80" <= ch <= "\udcff" for ch in text)
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -118,17 +187,63 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _require_query(text: str) -> str:
-    if not text or not text.strip():
+    text = _clean_query(text or "")
+    if not text.strip():
         raise EmptyQueryError("the search query is empty; describe what the photo shows")
     return text.strip()
 
 
-def _print_hits(result: Any, as_json: bool) -> None:
+def _folder_filter(lib: Library, text: str) -> str:
+    """--folder as the path search compares photo paths with, if the library holds any
+    photos there: at or under one of its folders (even offline), or above one."""
+    given = Path(text).expanduser()
+    roots = [f.path for f in lib.folders()]
+    candidates = [os.path.abspath(given)]
+    if given.exists():
+        candidates.append(str(given.resolve()))  # a link to a library folder
+    for candidate in candidates:
+        for root in roots:
+            if _is_within(candidate, root) or _is_within(root, candidate):
+                return candidate
+    if not given.exists():
+        raise FolderNotFoundError(f"folder not found: {candidates[0]}")
+    listed = ", ".join(roots) if roots else "none yet"
+    raise FolderNotFoundError(
+        f"folder is not in the library: {candidates[0]} (library folders: {listed})"
+    )
+
+
+def _is_within(path: str, root: str) -> bool:
+    root = root.rstrip(os.sep)
+    return path == root or path.startswith(root + os.sep)
+
+
+def _filters_note(args: argparse.Namespace) -> str:
+    parts = []
+    if args.folder:
+        parts.append(f"--folder {args.folder}")
+    if args.date_from:
+        parts.append(f"--from {args.date_from:%Y-%m-%d}")
+    if args.date_to:
+        parts.append(f"--to {args.date_to:%Y-%m-%d}")
+    return "no photos match the filters (" + ", ".join(parts) + ")"
+
+
+def _hit_json(hit: Any) -> dict[str, object]:
+    # status tells a script whether the file can be opened now ("ok") or sits on a drive
+    # that is not connected ("offline").
+    return {**hit.to_json(), "status": hit.status}
+
+
+def _print_hits(result: Any, as_json: bool, filters_note: str | None = None) -> None:
+    """`filters_note` says which filters left nothing, so [] is not mistaken for 'no match'."""
     if as_json:
-        _print_json([h.to_json() for h in result.hits])
+        _print_json([_hit_json(h) for h in result.hits])
+        if not result.hits and filters_note:
+            print(f"photosearch: note: {filters_note}", file=sys.stderr)
         return
     if not result.hits:
-        print("no photos found")
+        print(filters_note or "no photos found")
         return
     if result.weak:
         print(
@@ -137,24 +252,30 @@ def _print_hits(result: Any, as_json: bool) -> None:
         )
     print(f"{'score':>7}  path")
     for hit in result.hits:
-        print(f"{hit.score:7.3f}  {hit.path}")
+        offline = "  (offline)" if hit.status == "offline" else ""
+        print(f"{hit.score:7.3f}  {hit.path}{offline}")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     query = _require_query(args.query)
+    _check_top_k(args)
+    _check_dates(args)
     lib = _open(args, write=False)
     try:
+        folder = _folder_filter(lib, args.folder) if args.folder else None
         result = lib.search_text(
-            query, top_k=args.top_k, folder=args.folder, date_from=args.date_from,
+            query, top_k=args.top_k, folder=folder, date_from=args.date_from,
             date_to=args.date_to,
         )
-        _print_hits(result, args.json)
+        filtered = args.folder or args.date_from or args.date_to
+        _print_hits(result, args.json, _filters_note(args) if filtered else None)
     finally:
         lib.close()
     return 0
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
+    _check_top_k(args)
     lib = _open(args, write=False)
     try:
         _print_hits(lib.similar_photos(args.photo, top_k=args.top_k), args.json)
@@ -187,8 +308,11 @@ def _caption_progress() -> Callable[[int, int], None]:
 
 
 def cmd_captions(args: argparse.Namespace) -> int:
+    _check_top_k(args)
     lib = _open(args, write=False)
     try:
+        # Embedding the bank takes minutes the first time: know the photo first.
+        lib.photo(args.photo)
         lib.prepare_captions(progress=_caption_progress())
         hits = lib.similar_captions(args.photo, top_k=args.top_k)
         if args.json:
@@ -254,11 +378,87 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"model:    {status.model_id}")
         print(f"photos:   {status.photo_count} ({status.offline_photos} offline)")
         for folder in status.folders:
-            state = "online" if folder.online else "OFFLINE"
-            print(f"folder:   {folder.path} [{state}] {folder.photo_count} photos")
+            print(f"folder:   {folder.path} [{_folder_state(folder)}] {folder.photo_count} photos")
         print(f"failures: {status.failures}")
         for path, reason in lib.failures()[:20]:
             print(f"  {path}: {reason}")
+    finally:
+        lib.close()
+    return 0
+
+
+def _offline_since(folder: Any) -> datetime | None:
+    """When the folder went offline, if the engine records it (a datetime or a timestamp)."""
+    value = getattr(folder, "offline_since", None)
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value)
+        return datetime.fromisoformat(str(value))
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _folder_state(folder: Any) -> str:
+    if folder.online:
+        return "online"
+    since = _offline_since(folder)
+    if since is None:
+        return "OFFLINE"
+    return f"OFFLINE since {since:%Y-%m-%d %H:%M}, {_age(datetime.now() - since)}"
+
+
+def _age(delta: Any) -> str:
+    days = delta.days
+    if days >= 2:
+        return f"{days} days"
+    hours = int(delta.total_seconds() // 3600)
+    if hours >= 1:
+        return f"{hours} h"
+    return f"{max(0, int(delta.total_seconds() // 60))} min"
+
+
+def cmd_folders(args: argparse.Namespace) -> int:
+    lib = _open(args, write=False)
+    try:
+        folders = lib.folders()
+        if args.json:
+            out = []
+            for f in folders:
+                since = _offline_since(f)
+                out.append({
+                    "path": f.path,
+                    "online": f.online,
+                    "photo_count": f.photo_count,
+                    "offline_since": since.isoformat(timespec="seconds") if since else None,
+                })
+            _print_json(out)
+        elif not folders:
+            print("no folders yet; add one with: photosearch index FOLDER")
+        else:
+            for f in folders:
+                print(f"{f.path} [{_folder_state(f)}] {f.photo_count} photos")
+    finally:
+        lib.close()
+    return 0
+
+
+def cmd_remove_folder(args: argparse.Namespace) -> int:
+    lib = _open(args, write=True)
+    try:
+        target = str(Path(args.folder).expanduser().resolve())
+        known = {f.path: f for f in lib.folders()}
+        if target not in known:
+            listed = ", ".join(known) if known else "none"
+            raise FolderNotFoundError(
+                f"folder is not in the library: {target} (library folders: {listed})"
+            )
+        lib.remove_folder(target)
+        print(
+            f"removed {target} from the library ({known[target].photo_count} photos "
+            "forgotten; the files themselves are untouched)"
+        )
     finally:
         lib.close()
     return 0
@@ -276,7 +476,9 @@ def register(subparsers: Any) -> None:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
     top_k = argparse.ArgumentParser(add_help=False)
-    top_k.add_argument("--top-k", type=int, default=20, metavar="N", help="results (default 20)")
+    top_k.add_argument(
+        "--top-k", type=int, default=20, metavar="N", help="results (default 20)"
+    )
 
     p = subparsers.add_parser(
         "index", parents=[common, as_json], help="add folders and index their photos"
@@ -290,8 +492,14 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("search", parents=[common, as_json, top_k], help="search by text")
     p.add_argument("query", help='what the photo shows, e.g. "a dog running on a beach"')
     p.add_argument("--folder", help="only photos under this folder")
-    p.add_argument("--from", dest="date_from", type=_parse_date, metavar="DATE")
-    p.add_argument("--to", dest="date_to", type=_parse_date, metavar="DATE")
+    p.add_argument(
+        "--from", dest="date_from", type=_parse_date, metavar="DATE",
+        help="only photos taken on or after DATE (YYYY-MM-DD)",
+    )
+    p.add_argument(
+        "--to", dest="date_to", type=_parse_end_date, metavar="DATE",
+        help="only photos taken on or before DATE (YYYY-MM-DD, the whole day)",
+    )
     p.set_defaults(func=cmd_search)
 
     p = subparsers.add_parser("similar", parents=[common, as_json, top_k], help="photos like PHOTO")
@@ -310,3 +518,15 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("status", parents=[common, as_json], help="library summary")
     p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser(
+        "folders", parents=[common, as_json], help="the library's folders and their state"
+    )
+    p.set_defaults(func=cmd_folders)
+
+    p = subparsers.add_parser(
+        "remove-folder", parents=[common],
+        help="forget a folder and its photos (the files are not touched)",
+    )
+    p.add_argument("folder", metavar="FOLDER")
+    p.set_defaults(func=cmd_remove_folder)

@@ -60,7 +60,7 @@ def test_search_similar_captions_status(sample_library):
     proc = run("search", "--library", lib, "a dog running on grass", "--top-k", "5", "--json")
     assert proc.returncode == 0, proc.stderr
     hits = json.loads(proc.stdout)
-    assert len(hits) == 5 and set(hits[0]) == {"path", "score"}
+    assert len(hits) == 5 and set(hits[0]) == {"path", "score", "status"}
     assert all(Path(h["path"]).is_absolute() and Path(h["path"]).exists() for h in hits)
     assert hits[0]["score"] >= hits[-1]["score"]
 
