@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
+from desktop.main_window import MainWindow
 from engine import settings
 from engine.settings import default_library_dir
 
@@ -97,8 +98,6 @@ def run_app(argv: list[str] | None = None) -> int:
         print(problem, file=sys.stderr)
         return 2
     app = create_app(argv)
-    from desktop.main_window import MainWindow
-
     window = MainWindow(default_library_dir())
     window.show()
     # aboutToQuit covers quitting without closing the window (e.g. a session logout).

@@ -11,15 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import (
-    QPoint,
-    QProcess,
-    QSettings,
-    Qt,
-    QTimer,
-    QUrl,
-    Signal,
-)
+from PySide6.QtCore import QPoint, QProcess, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -37,16 +29,15 @@ from desktop.captions_panel import CaptionsPanel
 from desktop.dialogs import settings as prefs
 from desktop.dialogs.failures import FailuresDialog
 from desktop.dialogs.folders import FoldersDialog
-from desktop.results_pane import ResultsPane
+from desktop.results_pane import INDEXING_MESSAGE, ResultsPane
 from desktop.search_bar import FilterBar, SearchBox
-from desktop.session import EmbedderFactory, IndexRun, LibrarySession, SearchRequest
+from desktop.session import EmbedderFactory, LibrarySession, SearchRequest
 from desktop.status_bar import StatusBar, plural
 from desktop.thumbnails import ThumbnailLoader
 from engine.embedder import load_embedder
 from engine.library import FolderInfo, LibraryStatus, SearchResult
 
 SEARCH_DEBOUNCE_MS = 250
-INDEXING_MESSAGE = "Indexing your photos\u2026\nYou can search as soon as the first ones are in."
 
 
 class MainWindow(QMainWindow):
@@ -83,8 +74,7 @@ class MainWindow(QMainWindow):
         if geom is not None:
             self.restoreGeometry(geom)
 
-        self.status.set_text("Loading model\u2026")
-        self.status.show_busy()  # until the library is open
+        self.status.show_busy("Loading model\u2026")  # until the library is open
         self.results.show_message("Loading the matching model\u2026")
         self.session.open(prefs.checkpoint(self.settings))
 
@@ -206,18 +196,18 @@ class MainWindow(QMainWindow):
         s.folders_changed.connect(self._on_folders_changed)
         s.folders_needed.connect(self._on_folders_needed)
         s.folder_failed.connect(self._on_folder_failed)
-        s.files_changed.connect(self._on_files_changed)
-        s.index_started.connect(self._on_index_started)
+        s.files_changed.connect(self.loader.invalidate)  # the next paint shows the new content
+        s.index_started.connect(lambda run: self.status.show_index_started(run.quiet))
         s.index_progress.connect(lambda run, p: self.status.show_index_progress(p, run.quiet))
         s.index_finished.connect(lambda run, report: self.status.show_index_report(report, run.full))
-        s.index_failed.connect(self._on_index_failed)
+        s.index_failed.connect(lambda _run, m: self.status.show_done(f"Indexing stopped: {m}"))
         s.results_ready.connect(self._on_results)
         s.search_failed.connect(self._on_search_failed)
         s.captions_progress.connect(self.captions_panel.show_progress)
         s.captions_ready.connect(self.captions_panel.show_captions)
         s.captions_failed.connect(self.captions_panel.show_error)
         s.failures_ready.connect(self._on_failures)
-        s.model_switch_started.connect(self._on_switch_started)
+        s.model_switch_started.connect(lambda: self.status.show_busy("Loading the new model\u2026"))
         s.model_switch_progress.connect(lambda p: self.status.show_progress("Switching model", p))
         s.model_switched.connect(self._on_model_switched)
         s.model_switch_failed.connect(self._on_switch_failed)
@@ -226,14 +216,12 @@ class MainWindow(QMainWindow):
     def _on_opened(self, reembedding: bool) -> None:
         assert self.session.library is not None
         self.loader.set_library(self.session.library)
-        self.status.hide_progress()
-        self.status.set_text(
+        self.status.show_done(
             "The model changed since the last run: re-reading every photo" if reembedding else "Ready"
         )
 
     def _on_open_failed(self, message: str) -> None:
-        self.status.hide_progress()
-        self.status.set_text("Could not open the library")
+        self.status.show_done("Could not open the library")
         self.results.show_message(f"photosearch could not start:\n{message}")
         if self.error_dialogs:
             QMessageBox.critical(self, "photosearch", f"photosearch could not start:\n\n{message}")
@@ -247,26 +235,12 @@ class MainWindow(QMainWindow):
         self.filter_bar.set_folders(folders)
         if self._folders_dialog is not None:
             self._folders_dialog.set_folders(folders)
-        if folders and self.results.showing(self.results.welcome):
-            self.results.pages.setCurrentWidget(self.results.message)
-
-    def _on_files_changed(self, paths: list[str]) -> None:
-        for path in paths:
-            self.loader.invalidate(path)  # the next paint shows the new content
+        if folders:
+            self.results.leave_welcome()
 
     def _on_folders_needed(self) -> None:
         self.results.show_welcome()
         self.status.set_text("Choose the folders to search")
-
-    # ------------------------------------------------------------------ session: indexing
-    def _on_index_started(self, run: IndexRun) -> None:
-        if not run.quiet:
-            self.status.set_text("Looking for photos\u2026")
-            self.status.show_busy()
-
-    def _on_index_failed(self, _run: IndexRun, message: str) -> None:
-        self.status.hide_progress()
-        self.status.set_text(f"Indexing stopped: {message}")
 
     # ------------------------------------------------------------------ searching
     def set_query(self, text: str) -> None:
@@ -311,11 +285,7 @@ class MainWindow(QMainWindow):
         n = len(result.hits)
         self.result_count.setText(plural(n, "photo") if n else "")
         if not n and request.kind == "text":
-            self.results.show_message(
-                "No photos match these filters." if self.filter_bar.is_filtering()
-                else ("No photos indexed yet \u2014 they appear here as indexing goes on."
-                      if self.session.photo_count == 0 else "No photos found.")
-            )
+            self.results.show_no_match(self.filter_bar.is_filtering(), self.session.photo_count)
         self.search_done.emit()
 
     def _on_search_failed(self, message: str) -> None:
@@ -323,16 +293,8 @@ class MainWindow(QMainWindow):
         self.search_done.emit()
 
     def _show_empty_state(self) -> None:
-        if self.session.library is None or any(
-            self.results.showing(page) for page in (self.results.welcome, self.results.preview)
-        ):
-            return
-        if self.session.photo_count:
-            self.results.show_message(f"Type to search your {self.session.photo_count:,} photos")
-        elif self.session.is_indexing():
-            self.results.show_message(INDEXING_MESSAGE)
-        else:
-            self.results.show_message("No photos yet.\nAdd a folder with Folders\u2026 to get started.")
+        if self.session.library is not None:
+            self.results.show_empty_state(self.session.photo_count, self.session.is_indexing())
 
     def _remember_query(self) -> None:
         if self._similar_to is None:
@@ -412,7 +374,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ folders, failures
     def _on_welcome_start(self, folders: list[str]) -> None:
-        self.results.pages.setCurrentWidget(self.results.message)
+        self.results.leave_welcome()
         self.results.show_message(INDEXING_MESSAGE)
         for f in folders:
             self.add_folder(f)
@@ -460,18 +422,12 @@ class MainWindow(QMainWindow):
         self.results.delegate.set_thumb_size(int(px))
         self.grid.relayout_cells()
 
-    def _on_switch_started(self) -> None:
-        self.status.set_text("Loading the new model\u2026")
-        self.status.show_busy()
-
     def _on_model_switched(self, checkpoint: str, model_id: str) -> None:
         self.settings.setValue(prefs.KEY_CHECKPOINT, checkpoint)
-        self.status.hide_progress()
-        self.status.set_text(f"Now using model {model_id}")
+        self.status.show_done(f"Now using model {model_id}")
 
     def _on_switch_failed(self, message: str) -> None:
-        self.status.hide_progress()
-        self.status.set_text(f"Model not changed: {message}")
+        self.status.show_done(f"Model not changed: {message}")
         if self.error_dialogs:
             QMessageBox.warning(self, "Settings", f"The model could not be changed:\n\n{message}")
 

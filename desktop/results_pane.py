@@ -16,6 +16,7 @@ from desktop.thumbnails import ThumbnailLoader
 from desktop.welcome import WelcomePanel
 from engine.library import SearchResult
 
+INDEXING_MESSAGE = "Indexing your photos\u2026\nYou can search as soon as the first ones are in."
 BANNER_STYLE = (
     "#weakBanner { background: #fff4ce; color: #5c4400; border: 1px solid #e8c95a;"
     " border-radius: 6px; padding: 8px 12px; }"
@@ -94,6 +95,29 @@ class ResultsPane(QWidget):
 
     def show_welcome(self) -> None:
         self.pages.setCurrentWidget(self.welcome)
+
+    def leave_welcome(self) -> None:
+        if self.showing(self.welcome):
+            self.pages.setCurrentWidget(self.message)
+
+    def show_empty_state(self, photo_count: int, indexing: bool) -> None:
+        """What an empty search box shows (not over the welcome panel or the preview)."""
+        if self.showing(self.welcome) or self.showing(self.preview):
+            return
+        if photo_count:
+            self.show_message(f"Type to search your {photo_count:,} photos")
+        elif indexing:
+            self.show_message(INDEXING_MESSAGE)
+        else:
+            self.show_message("No photos yet.\nAdd a folder with Folders\u2026 to get started.")
+
+    def show_no_match(self, filtering: bool, photo_count: int) -> None:
+        if filtering:
+            self.show_message("No photos match these filters.")
+        elif photo_count == 0:
+            self.show_message("No photos indexed yet \u2014 they appear here as indexing goes on.")
+        else:
+            self.show_message("No photos found.")
 
     def show_preview(self, row: int) -> None:
         if self.model.hit(row) is None:

@@ -65,10 +65,17 @@ class StatusBar(QStatusBar):
     def text(self) -> str:
         return self.currentMessage() or self.label.text()
 
-    def show_busy(self) -> None:
+    def show_busy(self, text: str | None = None) -> None:
         """Work of unknown length: the progress bar bounces."""
+        if text is not None:
+            self.set_text(text)
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
+
+    def show_done(self, text: str) -> None:
+        """The work ended (well or not): `text` says how."""
+        self.hide_progress()
+        self.set_text(text)
 
     def show_progress(self, what: str, p: IndexProgress) -> None:
         self.progress.setVisible(True)
@@ -79,6 +86,10 @@ class StatusBar(QStatusBar):
     def hide_progress(self) -> None:
         self.progress.setVisible(False)
         self.progress.setRange(0, 100)
+
+    def show_index_started(self, quiet: bool) -> None:
+        if not quiet:
+            self.show_busy("Looking for photos\u2026")
 
     def show_index_progress(self, p: IndexProgress, quiet: bool) -> None:
         if not quiet or p.total > QUIET_TOTAL:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
@@ -160,9 +161,10 @@ class ThumbnailLoader(QObject):
                 self._live.discard(task)
         self._pending.clear()
 
-    def invalidate(self, path: str) -> None:
-        """Drop one photo (it changed on disk or got indexed) so the next paint reloads it."""
-        self._cache.pop(path, None)
+    def invalidate(self, paths: Iterable[str]) -> None:
+        """Drop these photos (changed on disk, or indexed) so the next paint reloads them."""
+        for path in paths:
+            self._cache.pop(path, None)
 
     def clear(self) -> None:
         self.cancel_pending()
