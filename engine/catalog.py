@@ -1,4 +1,5 @@
-"""The catalog: SQLite (via sqlite-utils) is the source of truth, vectors included.
+"""The catalog: SQLite is the source of truth, vectors included, and this module holds
+every SQL statement the engine runs.
 
 The HNSW index file is only a cache rebuilt from the `embeddings` table, so the catalog
 alone must be enough to recover from a crash. Every change to the set of indexed vectors
@@ -6,21 +7,30 @@ bumps `meta.generation` inside the same transaction; the index sidecar records t
 generation it was saved at, which is how a stale index is detected.
 
 Connections are per thread (sqlite3 objects must not be shared) and writes are
-serialised by one in-process lock plus `BEGIN IMMEDIATE` against other processes.
+serialised by one in-process lock plus `BEGIN IMMEDIATE` against other processes. A write
+happens inside `Catalog.write()`, which hands out a `CatalogWriter` whose methods are the
+writes the engine needs, named for what they do; callers never see SQL.
+
+Plain sqlite3, no sqlite-utils: the schema is hand-written and versioned (`MIGRATIONS`),
+transactions are explicit, and sqlite-utils' table helpers (schema introspection and a
+savepoint per call) bought nothing here but overhead on the indexing path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
-import sqlite_utils
 
 from .errors import LibraryLockedError, LibraryUnreadableError
 
@@ -32,17 +42,20 @@ STATUS_OK = "ok"
 STATUS_OFFLINE = "offline"
 STATUS_FAILED = "failed"
 
+_SQLITE_MAX_PARAMS = 900
+_PROGRAMMING_ERRORS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)  # below SQLite's historical bound-parameter limit of 999
 
-def _migration_1(db: sqlite_utils.Database) -> None:
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    db.execute(
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    conn.execute(
         """CREATE TABLE folders (
             id INTEGER PRIMARY KEY,
             path TEXT NOT NULL UNIQUE,
             online INTEGER NOT NULL DEFAULT 1,
             added_at REAL)"""
     )
-    db.execute(
+    conn.execute(
         """CREATE TABLE photos (
             id INTEGER PRIMARY KEY,
             path TEXT NOT NULL UNIQUE,
@@ -56,21 +69,21 @@ def _migration_1(db: sqlite_utils.Database) -> None:
             status TEXT NOT NULL DEFAULT 'ok',
             reason TEXT)"""
     )
-    db.execute(
+    conn.execute(
         """CREATE TABLE embeddings (
             content_hash TEXT NOT NULL,
             model_id TEXT NOT NULL,
             vector BLOB NOT NULL,
             PRIMARY KEY (content_hash, model_id))"""
     )
-    db.execute(
+    conn.execute(
         """CREATE TABLE caption_bank (
             id INTEGER PRIMARY KEY,
             caption TEXT NOT NULL UNIQUE,
             source TEXT NOT NULL CHECK (source IN ('model', 'query')),
             added_at REAL)"""
     )
-    db.execute(
+    conn.execute(
         """CREATE TABLE caption_embeddings (
             caption_id INTEGER NOT NULL REFERENCES caption_bank(id) ON DELETE CASCADE,
             model_id TEXT NOT NULL,
@@ -79,17 +92,37 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-def _migration_2(db: sqlite_utils.Database) -> None:
+def _migration_2(conn: sqlite3.Connection) -> None:
     # Moved-file detection and date filters look photos up by hash / folder / date.
-    db.execute("CREATE INDEX idx_photos_hash ON photos(content_hash)")
-    db.execute("CREATE INDEX idx_photos_folder ON photos(folder_id)")
-    db.execute("ALTER TABLE photos ADD COLUMN sort_date REAL")
-    db.execute("CREATE INDEX idx_photos_sort_date ON photos(sort_date)")
+    conn.execute("CREATE INDEX idx_photos_hash ON photos(content_hash)")
+    conn.execute("CREATE INDEX idx_photos_folder ON photos(folder_id)")
+    conn.execute("ALTER TABLE photos ADD COLUMN sort_date REAL")
+    conn.execute("CREATE INDEX idx_photos_sort_date ON photos(sort_date)")
 
 
 # Append only: user_version N means MIGRATIONS[:N] have been applied.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# -- paths in the database ---------------------------------------------------------------
+
+
+def _prefix_clause(column: str, prefix: str) -> tuple[str, list[object]]:
+    """SQL matching every `column` value that starts with `prefix` (which ends in a separator).
+
+    A range on the UNIQUE index rather than LIKE (which cannot use it and treats % and _
+    as wildcards).
+    """
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return f"({column} >= ? AND {column} < ?)", [prefix, upper]
+
+
+def folder_prefix(path: str) -> str:
+    return path.rstrip(os.sep) + os.sep
+
+
+# -- rows and filters ----------------------------------------------------------------------
 
 
 @dataclass
@@ -118,6 +151,78 @@ PHOTO_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class PhotoFields:
+    """What indexing a file found out: everything a photos row holds but its id/status."""
+
+    path: str
+    folder_id: int | None
+    size: int
+    mtime_ns: int
+    content_hash: str
+    width: int | None
+    height: int | None
+    taken_at: str | None
+    sort_date: float
+
+
+@dataclass(frozen=True)
+class FolderRow:
+    id: int
+    path: str
+    online: bool
+    added_at: float | None
+
+
+@dataclass(frozen=True)
+class PhotoFilter:
+    """Which photos a search may return: under `folder` (an absolute path), and with a
+    date (EXIF, else file time; `photos.sort_date`) within [date_from, date_to]."""
+
+    folder: str | None = None
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.folder is not None or self.date_from is not None or self.date_to is not None
+
+    @property
+    def prefix(self) -> str | None:
+        return folder_prefix(self.folder) if self.folder else None
+
+    def matches(self, row: PhotoRow) -> bool:
+        """The filter in Python, for rows that HNSW returned (the same rule as the SQL)."""
+        prefix = self.prefix
+        if prefix is not None and not row.path.startswith(prefix):
+            return False
+        when = row.sort_date
+        lo, hi = _timestamp(self.date_from), _timestamp(self.date_to)
+        if lo is not None and (when is None or when < lo):
+            return False
+        return not (hi is not None and (when is None or when > hi))
+
+    def sql(self) -> tuple[str, list[object]]:
+        where, params = ["1"], []
+        prefix = self.prefix
+        if prefix is not None:
+            clause, clause_params = _prefix_clause("p.path", prefix)
+            where.append(clause)
+            params += clause_params
+        lo, hi = _timestamp(self.date_from), _timestamp(self.date_to)
+        if lo is not None:
+            where.append("p.sort_date >= ?")
+            params.append(lo)
+        if hi is not None:
+            where.append("p.sort_date <= ?")
+            params.append(hi)
+        return " AND ".join(where), params
+
+
+def _timestamp(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
 def vector_to_blob(v: np.ndarray) -> bytes:
     return np.ascontiguousarray(v, dtype="<f4").tobytes()
 
@@ -126,17 +231,240 @@ def blob_to_vector(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype="<f4").astype(np.float32)
 
 
-class Catalog:
-    """Thread-safe access to catalog.db; see the module docstring for the rules."""
+# -- writes ------------------------------------------------------------------------------
 
-    def __init__(self, db_path: Path) -> None:
+
+class CatalogWriter:
+    """The writes of one transaction; obtained from `Catalog.write()`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    # meta
+    def set_meta(self, key: str, value: str) -> None:
+        self._conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def delete_meta(self, key: str) -> None:
+        self._conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def bump_generation(self) -> int:
+        """Mark the set of indexable vectors as changed (invalidates the saved index)."""
+        return _bump_generation(self._conn)
+
+    # embeddings
+    def put_embeddings(self, model_id: str, vectors: Mapping[str, np.ndarray]) -> None:
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO embeddings(content_hash, model_id, vector) VALUES (?, ?, ?)",
+            [(digest, model_id, vector_to_blob(v)) for digest, v in vectors.items()],
+        )
+
+    def put_embedding(self, digest: str, model_id: str, vector: np.ndarray) -> None:
+        self.put_embeddings(model_id, {digest: vector})
+
+    # photos
+    def known_dimensions(self, digest: str) -> tuple[int | None, int | None, str | None] | None:
+        """(width, height, taken_at) of any photo with these bytes, for a file whose
+        vector was reused without decoding it."""
+        row = self._conn.execute(
+            "SELECT width, height, taken_at FROM photos WHERE content_hash = ? "
+            "AND width IS NOT NULL LIMIT 1",
+            (digest,),
+        ).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def insert_photo(self, fields: PhotoFields) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO photos(path, folder_id, size, mtime_ns, content_hash, width, height, "
+            "taken_at, sort_date, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",
+            _field_values(fields),
+        )
+        return int(cur.lastrowid or 0)
+
+    def insert_photos(self, rows: Iterable[tuple[int, PhotoFields]]) -> None:
+        """Bulk insert with given ids (synthetic libraries for benchmarks)."""
+        self._conn.executemany(
+            "INSERT INTO photos(id, path, folder_id, size, mtime_ns, content_hash, width, "
+            "height, taken_at, sort_date, status, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",
+            ((photo_id, *_field_values(fields)) for photo_id, fields in rows),
+        )
+
+    def refresh_photo(self, photo_id: int, folder_id: int | None, size: int, mtime_ns: int) -> None:
+        """Same bytes as catalogued: only the file's size/mtime (a touch) or folder moved."""
+        self._conn.execute(
+            "UPDATE photos SET size = ?, mtime_ns = ?, status = 'ok', reason = NULL, "
+            "folder_id = ? WHERE id = ?",
+            (size, mtime_ns, folder_id, photo_id),
+        )
+
+    def move_photo(self, photo_id: int, fields: PhotoFields) -> None:
+        """Re-point a row at the path its file moved to; it keeps its id (index label)."""
+        self._conn.execute(
+            "UPDATE photos SET path = ?, folder_id = ?, size = ?, mtime_ns = ?, "
+            "content_hash = ?, width = COALESCE(?, width), height = COALESCE(?, height), "
+            "taken_at = COALESCE(?, taken_at), sort_date = ?, status = 'ok', reason = NULL "
+            "WHERE id = ?",
+            (*_field_values(fields), photo_id),
+        )
+
+    def replace_photo(self, photo_id: int, fields: PhotoFields) -> None:
+        """The file at this row's path now holds other bytes."""
+        self._conn.execute(
+            "UPDATE photos SET path = ?, folder_id = ?, size = ?, mtime_ns = ?, content_hash = ?, "
+            "width = ?, height = ?, taken_at = ?, sort_date = ?, status = 'ok', reason = NULL "
+            "WHERE id = ?",
+            (*_field_values(fields), photo_id),
+        )
+
+    def record_failure(
+        self,
+        path: str,
+        folder_id: int | None,
+        size: int,
+        mtime_ns: int,
+        reason: str,
+        photo_id: int | None = None,
+    ) -> None:
+        """A file that could not be indexed; kept (with its reason) until it changes."""
+        if photo_id is None:
+            self._conn.execute(
+                "INSERT INTO photos(path, folder_id, size, mtime_ns, status, reason, sort_date) "
+                "VALUES (?, ?, ?, ?, 'failed', ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                "folder_id = excluded.folder_id, size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns, content_hash = NULL, status = 'failed', "
+                "reason = excluded.reason",
+                (path, folder_id, size, mtime_ns, reason, mtime_ns / 1e9),
+            )
+        else:
+            self._conn.execute(
+                "UPDATE photos SET size = ?, mtime_ns = ?, content_hash = NULL, "
+                "status = 'failed', reason = ? WHERE id = ?",
+                (size, mtime_ns, reason, photo_id),
+            )
+
+    def delete_photos(self, ids: Iterable[int]) -> None:
+        self._conn.executemany("DELETE FROM photos WHERE id = ?", [(i,) for i in ids])
+
+    def mark_photos_ok(self, ids: Iterable[int]) -> None:
+        self._conn.executemany(
+            "UPDATE photos SET status = 'ok', reason = NULL WHERE id = ?", [(i,) for i in ids]
+        )
+
+    def mark_photos_offline(self, ids: Iterable[int]) -> None:
+        self._conn.executemany(
+            "UPDATE photos SET status = 'offline' WHERE id = ? AND status = 'ok'",
+            [(i,) for i in ids],
+        )
+
+    # folders
+    def add_folder(self, path: str) -> int:
+        value = path
+        self._conn.execute(
+            "INSERT OR IGNORE INTO folders(path, online, added_at) VALUES (?, 1, ?)",
+            (value, time.time()),
+        )
+        return int(
+            self._conn.execute("SELECT id FROM folders WHERE path = ?", (value,)).fetchone()[0]
+        )
+
+    def set_folder_offline(self, folder_id: int) -> int:
+        """The folder is unplugged: it and its photos go offline. Returns its offline photos."""
+        self._conn.execute("UPDATE folders SET online = 0 WHERE id = ?", (folder_id,))
+        self._conn.execute(
+            "UPDATE photos SET status = 'offline' WHERE folder_id = ? AND status = 'ok'",
+            (folder_id,),
+        )
+        return int(
+            self._conn.execute(
+                "SELECT COUNT(*) FROM photos WHERE folder_id = ? AND status = 'offline'",
+                (folder_id,),
+            ).fetchone()[0]
+        )
+
+    def set_folder_online(self, folder_id: int) -> None:
+        self._conn.execute(
+            "UPDATE folders SET online = 1 WHERE id = ? AND online != 1", (folder_id,)
+        )
+
+    def forget_folder(self, folder_id: int) -> list[int]:
+        """Drop a folder and its photos' rows (never the files); returns the photo ids."""
+        ids = [
+            r[0]
+            for r in self._conn.execute("SELECT id FROM photos WHERE folder_id = ?", (folder_id,))
+        ]
+        self._conn.execute("DELETE FROM photos WHERE folder_id = ?", (folder_id,))
+        self._conn.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
+        _bump_generation(self._conn)
+        return ids
+
+    # caption bank
+    def add_captions(self, captions: Iterable[str], source: str) -> int:
+        now = time.time()
+        rows = []
+        for caption in captions:
+            text = (caption or "").strip()
+            if not text:
+                continue
+            rows.append((text, source, now))
+        if not rows:
+            return 0
+        before = self._conn.total_changes
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO caption_bank(caption, source, added_at) VALUES (?, ?, ?)", rows
+        )
+        return self._conn.total_changes - before
+
+    def put_caption_embeddings(self, model_id: str, ids: list[int], vectors: np.ndarray) -> None:
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO caption_embeddings(caption_id, model_id, vector) "
+            "VALUES (?, ?, ?)",
+            [(i, model_id, vector_to_blob(v)) for i, v in zip(ids, vectors, strict=True)],
+        )
+
+
+def _field_values(f: PhotoFields) -> tuple[object, ...]:
+    return (
+        f.path, f.folder_id, f.size, f.mtime_ns, f.content_hash, f.width, f.height,
+        f.taken_at, f.sort_date,
+    )
+
+
+def _bump_generation(conn: sqlite3.Connection) -> int:
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES ('generation', '1') "
+        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+    )
+    return int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+
+# -- the catalog -------------------------------------------------------------------------
+
+
+class Catalog:
+    """Thread-safe access to catalog.db; see the module docstring for the rules.
+
+    `read_only=True` is for readers beside a writer process. Readers may still store
+    caches (caption vectors, remembered queries) through `write()`; SQLite serialises
+    those with the writer.
+    """
+
+    def __init__(self, db_path: Path, *, read_only: bool = False) -> None:
         self.db_path = Path(db_path)
+        self.read_only = read_only
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections -------------------------------------------------------------------
 
@@ -152,12 +480,8 @@ class Catalog:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.OperationalError as exc:
-            raise _friendly(exc, self.db_path) from exc
         except sqlite3.DatabaseError as exc:
-            raise LibraryUnreadableError(
-                f"cannot open the library database {self.db_path}: {exc}"
-            ) from exc
+            self._reraise(exc)
         with self._conns_lock:
             self._all_conns.append(conn)
         return conn
@@ -171,13 +495,6 @@ class Catalog:
             conn = self._local.conn = self._connect()
         return conn
 
-    @property
-    def db(self) -> sqlite_utils.Database:
-        db = getattr(self._local, "db", None)
-        if db is None or getattr(self._local, "conn", None) is None:
-            db = self._local.db = sqlite_utils.Database(self.conn)
-        return db
-
     def close(self) -> None:
         self._closed = True
         with self._conns_lock:
@@ -187,67 +504,104 @@ class Catalog:
             self._all_conns.clear()
         self._local = threading.local()
 
+    def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple]:
+        """Every read goes through here, so damage found mid-read is one clear error."""
+        try:
+            return self.conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            self._reraise(exc)
+
+    def _scalar(self, sql: str, params: Iterable[object] = ()) -> object:
+        rows = self._query(sql, params)
+        return rows[0][0] if rows else None
+
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One writer transaction; BEGIN IMMEDIATE so a competing writer waits, not fails."""
+    def write(self) -> Iterator[CatalogWriter]:
+        """One writer transaction: BEGIN IMMEDIATE, so a competing writer waits, not fails.
+
+        Any failure rolls it back; a write that waited out the busy timeout raises
+        `LibraryLockedError`.
+        """
         with self._write_lock:
             conn = self.conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise _friendly(exc, self.db_path) from exc
+            except sqlite3.DatabaseError as exc:
+                self._reraise(exc)
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
+                yield CatalogWriter(conn)
                 conn.execute("COMMIT")
+            except BaseException as exc:
+                # A failed COMMIT leaves the transaction open: always end it here.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    self._reraise(exc)
+                raise
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The raw connection inside a writer transaction. Only for bulk loaders outside
+        the engine (benchmarks/data.py) until they use `write()`; engine code never does."""
+        with self.write() as writer:
+            yield writer._conn
+
+    def _reraise(self, exc: sqlite3.Error) -> NoReturn:
+        if isinstance(exc, _PROGRAMMING_ERRORS):
+            raise exc  # a bug in our SQL, not the user's library: keep the traceback
+        raise sqlite_error(exc, self.db_path) from exc
 
     # -- schema ------------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        db = self.db
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            self._reraise(exc)
         if version > SCHEMA_VERSION:
             raise LibraryUnreadableError(
                 f"the library at {self.db_path.parent} was written by a newer photosearch "
                 f"(schema {version}, this version knows {SCHEMA_VERSION})"
             )
-        for i in range(version, SCHEMA_VERSION):
-            with self.transaction():
-                log.info("catalog migration %d -> %d", i, i + 1)
-                MIGRATIONS[i](db)
-                db.execute(f"PRAGMA user_version = {i + 1}")
+        while version < SCHEMA_VERSION:
+            with self.write() as w:
+                # Re-read inside the transaction: another process may have migrated.
+                version = int(w._conn.execute("PRAGMA user_version").fetchone()[0])
+                if version >= SCHEMA_VERSION:
+                    break
+                log.info("catalog migration %d -> %d", version, version + 1)
+                MIGRATIONS[version](w._conn)
+                w._conn.execute(f"PRAGMA user_version = {version + 1}")
+            version += 1
 
     @property
     def schema_version(self) -> int:
-        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        return int(self._scalar("PRAGMA user_version") or 0)
+
+    def table_names(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def column_names(self, table: str) -> list[str]:
+        return [r[1] for r in self._query(f"PRAGMA table_info({table})")]
 
     # -- meta --------------------------------------------------------------------------
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
 
-    def set_meta(self, key: str, value: str, conn: sqlite3.Connection | None = None) -> None:
-        sql = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-        if conn is not None:
-            conn.execute(sql, (key, value))
-        else:
-            with self.transaction() as c:
-                c.execute(sql, (key, value))
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as w:
+            w.set_meta(key, value)
 
     @property
     def generation(self) -> int:
         return int(self.get_meta("generation", "0") or 0)
 
     def bump_generation(self, conn: sqlite3.Connection) -> int:
-        conn.execute(
-            "INSERT INTO meta(key, value) VALUES ('generation', '1') "
-            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-        )
-        return int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+        """For `transaction()` users; engine code calls `CatalogWriter.bump_generation`."""
+        return _bump_generation(conn)
 
     @property
     def model_id(self) -> str | None:
@@ -256,93 +610,102 @@ class Catalog:
     # -- folders -----------------------------------------------------------------------
 
     def add_folder(self, path: str) -> int:
-        import time
+        with self.write() as w:
+            return w.add_folder(path)
 
-        with self.transaction() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO folders(path, online, added_at) VALUES (?, 1, ?)",
-                (path, time.time()),
-            )
-            return int(c.execute("SELECT id FROM folders WHERE path = ?", (path,)).fetchone()[0])
+    def forget_folder(self, folder_id: int) -> list[int]:
+        """Forget a folder and its photos (not the files); returns the photo ids dropped."""
+        with self.write() as w:
+            return w.forget_folder(folder_id)
 
-    def folders(self) -> list[tuple[int, str, bool]]:
-        rows = self.conn.execute("SELECT id, path, online FROM folders ORDER BY path").fetchall()
-        return [(r[0], r[1], bool(r[2])) for r in rows]
+    def folders(self) -> list[FolderRow]:
+        rows = self._query("SELECT id, path, online, added_at FROM folders ORDER BY path")
+        return [FolderRow(r[0], r[1], bool(r[2]), r[3]) for r in rows]
 
     def folder_photo_counts(self) -> dict[int, int]:
-        rows = self.conn.execute(
+        rows = self._query(
             "SELECT folder_id, COUNT(*) FROM photos WHERE status != 'failed' GROUP BY folder_id"
-        ).fetchall()
+        )
         return {r[0]: r[1] for r in rows}
 
     # -- photos ------------------------------------------------------------------------
 
-    def photos_where(self, where: str = "1", params: Iterable[object] = ()) -> list[PhotoRow]:
-        rows = self.conn.execute(
-            f"SELECT {PHOTO_COLUMNS} FROM photos WHERE {where}", tuple(params)
-        ).fetchall()
-        return [PhotoRow.from_row(r) for r in rows]
+    def _photos(self, where: str, params: Iterable[object] = ()) -> list[PhotoRow]:
+        return [
+            PhotoRow.from_row(r)
+            for r in self._query(f"SELECT {PHOTO_COLUMNS} FROM photos WHERE {where}", params)
+        ]
 
     def photo_by_path(self, path: str) -> PhotoRow | None:
-        rows = self.photos_where("path = ?", (path,))
+        rows = self._photos("path = ?", (path,))
         return rows[0] if rows else None
+
+    def photos_in_folder(self, folder_id: int) -> list[PhotoRow]:
+        return self._photos("folder_id = ?", (folder_id,))
+
+    def photos_under(self, path: str) -> list[PhotoRow]:
+        """The photo at `path`, or every photo below it if it is a directory."""
+        clause, params = _prefix_clause("path", folder_prefix(path))
+        return self._photos(f"path = ? OR {clause}", [path, *params])
+
+    def photos_with_status(self, *statuses: str) -> list[PhotoRow]:
+        marks = ",".join("?" * len(statuses))
+        return self._photos(f"status IN ({marks}) ORDER BY id", statuses)
 
     def photos_by_ids(self, ids: Iterable[int]) -> dict[int, PhotoRow]:
         ids = list(ids)
         out: dict[int, PhotoRow] = {}
-        for i in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-            chunk = ids[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            for row in self.photos_where(f"id IN ({marks})", chunk):
+        for i in range(0, len(ids), _SQLITE_MAX_PARAMS):
+            chunk = ids[i : i + _SQLITE_MAX_PARAMS]
+            for row in self._photos(f"id IN ({','.join('?' * len(chunk))})", chunk):
                 out[row.id] = row
         return out
 
-    def count_photos(self, status: str | None = None) -> int:
-        if status is None:
-            return int(self.conn.execute("SELECT COUNT(*) FROM photos").fetchone()[0])
-        return int(
-            self.conn.execute("SELECT COUNT(*) FROM photos WHERE status = ?", (status,)).fetchone()[0]
+    def photos_missing_embedding(self, model_id: str) -> list[PhotoRow]:
+        """Indexed photos whose bytes have no vector for `model_id` (a model switch)."""
+        return self._photos(
+            "status = 'ok' AND content_hash IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+            "embeddings e WHERE e.content_hash = photos.content_hash AND e.model_id = ?) "
+            "ORDER BY id",
+            (model_id,),
         )
 
+    def count_photos(self, status: str | None = None) -> int:
+        if status is None:
+            return int(self._scalar("SELECT COUNT(*) FROM photos") or 0)
+        return int(self._scalar("SELECT COUNT(*) FROM photos WHERE status = ?", (status,)) or 0)
+
     def failures(self) -> list[tuple[str, str]]:
-        rows = self.conn.execute(
-            "SELECT path, reason FROM photos WHERE status = 'failed' ORDER BY path"
-        ).fetchall()
+        rows = self._query("SELECT path, reason FROM photos WHERE status = 'failed' ORDER BY path")
         return [(r[0], r[1] or "unknown error") for r in rows]
 
     # -- embeddings --------------------------------------------------------------------
 
-    def put_embedding(
-        self, conn: sqlite3.Connection, digest: str, model_id: str, vector: np.ndarray
-    ) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO embeddings(content_hash, model_id, vector) VALUES (?, ?, ?)",
-            (digest, model_id, vector_to_blob(vector)),
-        )
-
     def get_embedding(self, digest: str, model_id: str) -> np.ndarray | None:
-        row = self.conn.execute(
+        rows = self._query(
             "SELECT vector FROM embeddings WHERE content_hash = ? AND model_id = ?",
             (digest, model_id),
-        ).fetchone()
-        return blob_to_vector(row[0]) if row else None
+        )
+        return blob_to_vector(rows[0][0]) if rows else None
 
     def embedded_hashes(self, model_id: str) -> set[str]:
-        rows = self.conn.execute(
-            "SELECT content_hash FROM embeddings WHERE model_id = ?", (model_id,)
-        )
-        return {r[0] for r in rows}
+        return {
+            r[0]
+            for r in self._query("SELECT content_hash FROM embeddings WHERE model_id = ?", (model_id,))
+        }
 
     def indexable_vectors(
-        self, model_id: str, where: str = "1", params: Iterable[object] = ()
+        self, model_id: str, photo_filter: PhotoFilter | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(photo ids, vectors) of every photo that belongs in the search index."""
-        rows = self.conn.execute(
+        """(photo ids, vectors) of every photo that belongs in the search index, or only
+        of those `photo_filter` lets through."""
+        where, params = (photo_filter or PhotoFilter()).sql()
+        rows = self._query(
             "SELECT p.id, e.vector FROM photos p JOIN embeddings e "
             "ON e.content_hash = p.content_hash AND e.model_id = ? "
             f"WHERE p.status IN ('ok', 'offline') AND ({where}) ORDER BY p.id",
             (model_id, *params),
-        ).fetchall()
+        )
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -351,66 +714,54 @@ class Catalog:
 
     def count_indexable(self, model_id: str) -> int:
         return int(
-            self.conn.execute(
+            self._scalar(
                 "SELECT COUNT(*) FROM photos p JOIN embeddings e "
                 "ON e.content_hash = p.content_hash AND e.model_id = ? "
                 "WHERE p.status IN ('ok', 'offline')",
                 (model_id,),
-            ).fetchone()[0]
+            )
+            or 0
         )
 
     # -- caption bank ------------------------------------------------------------------
 
     def add_captions(self, captions: Iterable[str], source: str) -> int:
-        import time
-
-        now = time.time()
-        rows = [(c.strip(), source, now) for c in captions if c and c.strip()]
-        if not rows:
-            return 0
-        with self.transaction() as c:
-            before = c.total_changes
-            c.executemany(
-                "INSERT OR IGNORE INTO caption_bank(caption, source, added_at) VALUES (?, ?, ?)",
-                rows,
-            )
-            return c.total_changes - before
+        with self.write() as w:
+            return w.add_captions(captions, source)
 
     def captions_missing_embeddings(self, model_id: str) -> list[tuple[int, str]]:
         return [
             (r[0], r[1])
-            for r in self.conn.execute(
+            for r in self._query(
                 "SELECT id, caption FROM caption_bank WHERE id NOT IN "
                 "(SELECT caption_id FROM caption_embeddings WHERE model_id = ?) ORDER BY id",
                 (model_id,),
             )
         ]
 
-    def put_caption_embeddings(
-        self, model_id: str, ids: list[int], vectors: np.ndarray
-    ) -> None:
-        with self.transaction() as c:
-            c.executemany(
-                "INSERT OR REPLACE INTO caption_embeddings(caption_id, model_id, vector) "
-                "VALUES (?, ?, ?)",
-                [(i, model_id, vector_to_blob(v)) for i, v in zip(ids, vectors, strict=True)],
-            )
+    def put_caption_embeddings(self, model_id: str, ids: list[int], vectors: np.ndarray) -> None:
+        with self.write() as w:
+            w.put_caption_embeddings(model_id, ids, vectors)
 
     def caption_matrix(self, model_id: str) -> tuple[list[str], np.ndarray]:
-        rows = self.conn.execute(
+        rows = self._query(
             "SELECT b.caption, e.vector FROM caption_bank b JOIN caption_embeddings e "
             "ON e.caption_id = b.id AND e.model_id = ? ORDER BY b.id",
             (model_id,),
-        ).fetchall()
+        )
         if not rows:
             return [], np.zeros((0, 0), np.float32)
         return [r[0] for r in rows], np.stack([blob_to_vector(r[1]) for r in rows])
 
     def caption_count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM caption_bank").fetchone()[0])
+        return int(self._scalar("SELECT COUNT(*) FROM caption_bank") or 0)
 
 
-def _friendly(exc: sqlite3.OperationalError, db_path: Path) -> Exception:
+# -- errors ------------------------------------------------------------------------------
+
+
+def sqlite_error(exc: sqlite3.Error, db_path: Path) -> Exception:
+    """The user-facing error for a SQLite failure on `db_path`."""
     msg = str(exc).lower()
     if "locked" in msg or "busy" in msg:
         return LibraryLockedError(

@@ -4,9 +4,9 @@ How a file is classified (against the catalog row at the same path, if any):
 
 * same (size, mtime_ns) as the row -> unchanged, not even read (failed rows stay failed:
   a broken file is retried only once its size or mtime changes);
-* otherwise it is read once; the bytes are hashed (blake2b) and, only if no embedding is
-  stored for that hash and model, decoded, thumbnailed and `prepare_image`d - all in a
-  bounded thread pool;
+* otherwise it goes through the pipeline (engine/pipeline.py): read once, hashed, and
+  decoded and prepared for the model only if no embedding is stored for that hash and
+  model; identical files in one pass are embedded once;
 * a new path whose hash belongs to a row that disappeared in the same pass is a move:
   the row (and so its photo id / index label) is re-pointed, nothing is re-embedded;
 * rows whose files are gone are deleted at the end of a completed pass; embeddings are
@@ -18,7 +18,8 @@ unmounted drive's mount point), is marked offline with its photos - never delete
 Per batch: `embed_prepared` on this thread while the pool decodes the next files, then
 ONE catalog transaction (photos + embeddings + generation bump), then the VectorIndex
 update. A crash loses at most the batch in flight; the index file is only a cache whose
-sidecar generation then no longer matches, so it is rebuilt on the next open.
+sidecar generation then no longer matches, so it is rebuilt on the next open. A full
+disk ends the pass with `DiskFullError`; every batch committed before it stays.
 """
 
 from __future__ import annotations
@@ -27,18 +28,36 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import imaging
-from .catalog import STATUS_FAILED, STATUS_OFFLINE, STATUS_OK, Catalog, PhotoRow
+from .catalog import (
+    STATUS_FAILED,
+    STATUS_OFFLINE,
+    STATUS_OK,
+    Catalog,
+    CatalogWriter,
+    FolderRow,
+    PhotoFields,
+    PhotoRow,
+    folder_prefix,
+)
 from .embedder import Embedder
+from .pipeline import (
+    EMBED,
+    FAILED,
+    Batch,
+    Candidate,
+    IndexProgress,
+    PipelineState,
+    Prepared,
+    prepare_file,
+    prepared_batches,
+)
 from .scanner import ScanEntry, is_hidden_path, is_photo_name, scan_folder
 from .vector_index import VectorIndex
 
@@ -52,15 +71,6 @@ BATCH_SIZE = 32
 DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
 SAVE_EVERY_S = 30.0
 VANISHED = "file vanished during scan"
-
-
-@dataclass
-class IndexProgress:
-    done: int
-    total: int
-    current_path: str
-    eta_s: float | None
-    failed: int
 
 
 @dataclass
@@ -85,23 +95,24 @@ class IndexReport:
 
 
 @dataclass
-class _Candidate:
-    path: str
-    size: int
-    mtime_ns: int
-    folder_id: int | None
-    row: PhotoRow | None
+class _PassState:
+    """What one indexing pass knows and has done so far."""
+
+    report: IndexReport
+    known: set[str]  # hashes with a stored vector for the current model
+    gone_by_hash: dict[str, list[PhotoRow]]  # rows whose files vanished: move sources
+    claimed: set[int] = field(default_factory=set)  # vanished rows re-pointed by a move
+    last_save: float = field(default_factory=time.monotonic)
 
 
 @dataclass
-class _Prepared:
-    kind: str  # 'embed' | 'reuse' | 'failed'
-    digest: str | None = None
-    reason: str | None = None
-    width: int | None = None
-    height: int | None = None
-    taken_at: str | None = None
-    array: np.ndarray | None = None
+class _Scan:
+    """The files a pass will look at, and the catalog rows they are compared with."""
+
+    entries: dict[str, tuple[ScanEntry, int]] = field(default_factory=dict)
+    existing: dict[str, PhotoRow] = field(default_factory=dict)
+    # folder id -> folder path, for the mount check of vanished rows
+    folders: dict[int, str] = field(default_factory=dict)
 
 
 ProgressFn = Callable[[IndexProgress], None]
@@ -129,8 +140,6 @@ class Indexer:
         self.batch_size = batch_size
         self.workers = workers
         self.save_every_s = SAVE_EVERY_S if save_every_s is None else save_every_s
-        self._known: set[str] = set()
-        self._last_save = time.monotonic()
 
     # -- entry points ------------------------------------------------------------------
 
@@ -139,24 +148,26 @@ class Indexer:
     ) -> IndexReport:
         """Full pass over every folder of the library."""
         report = IndexReport()
-        entries: dict[str, tuple[ScanEntry, int]] = {}
-        existing: dict[str, PhotoRow] = {}
-        for folder_id, folder_path, _online in self.catalog.folders():
-            rows = self.catalog.photos_where("folder_id = ?", (folder_id,))
-            found = [] if not os.path.isdir(folder_path) else list(scan_folder(folder_path))
+        scan = _Scan()
+        for folder in self.catalog.folders():
+            rows = self.catalog.photos_in_folder(folder.id)
+            found = [] if not os.path.isdir(folder.path) else list(scan_folder(folder.path))
             has_photos = any(r.status != STATUS_FAILED for r in rows)
             if not found and has_photos:
-                report.offline += self._set_folder_offline(folder_id, folder_path)
+                report.offline += self._set_folder_offline(folder)
                 continue
-            self._set_folder_online(folder_id)
+            if not folder.online:
+                with self.catalog.write() as w:
+                    w.set_folder_online(folder.id)
+            scan.folders[folder.id] = folder.path
             for row in rows:
-                existing[row.path] = row
+                scan.existing[row.path] = row
             for entry in found:
-                entries.setdefault(entry.path, (entry, folder_id))
+                scan.entries.setdefault(entry.path, (entry, folder.id))
             if cancel is not None and cancel.is_set():
                 report.cancelled = True
                 return report
-        return self._run(entries, existing, report, progress, cancel)
+        return self._run(scan, report, progress, cancel)
 
     def index_paths(
         self,
@@ -166,31 +177,28 @@ class Indexer:
     ) -> IndexReport:
         """Incremental pass over just these files/directories (the watcher's path)."""
         report = IndexReport()
-        folders = [(fid, fp) for fid, fp, _ in self.catalog.folders()]
-        entries: dict[str, tuple[ScanEntry, int]] = {}
-        existing: dict[str, PhotoRow] = {}
+        folders = self.catalog.folders()
+        scan = _Scan()
         for raw in paths:
             path = os.path.abspath(os.fspath(raw))
             owner = _owning_folder(path, folders)
             if owner is None:
                 continue
-            folder_id, folder_path = owner
-            if is_hidden_path(path, folder_path):
+            if is_hidden_path(path, owner.path):
                 continue
-            for row in self.catalog.photos_where(
-                "path = ? OR path LIKE ? ESCAPE '\\'", (path, _like_prefix(path))
-            ):
-                existing[row.path] = row
+            scan.folders[owner.id] = owner.path
+            for row in self.catalog.photos_under(path):
+                scan.existing[row.path] = row
             if os.path.isdir(path):
                 for entry in scan_folder(path):
-                    entries.setdefault(entry.path, (entry, folder_id))
+                    scan.entries.setdefault(entry.path, (entry, owner.id))
             elif is_photo_name(os.path.basename(path)):
                 try:
                     st = os.stat(path)
                 except OSError:
                     continue
-                entries[path] = (ScanEntry(path, st.st_size, st.st_mtime_ns), folder_id)
-        return self._run(entries, existing, report, progress, cancel)
+                scan.entries[path] = (ScanEntry(path, st.st_size, st.st_mtime_ns), owner.id)
+        return self._run(scan, report, progress, cancel)
 
     def embed_missing(
         self,
@@ -204,56 +212,58 @@ class Indexer:
         many were embedded; files whose bytes changed since indexing are left for the
         next index pass.
         """
-        have = self.catalog.embedded_hashes(embedder.model_id)
-        rows = [
-            r
-            for r in self.catalog.photos_where("status = 'ok' AND content_hash IS NOT NULL")
-            if r.content_hash not in have
-        ]
         seen: set[str] = set()
         todo = []
-        for r in rows:
+        for r in self.catalog.photos_missing_embedding(embedder.model_id):
             if r.content_hash not in seen:
                 seen.add(r.content_hash or "")
-                todo.append(_Candidate(r.path, r.size or 0, r.mtime_ns or 0, r.folder_id, r))
+                todo.append(Candidate(r.path, r.size or 0, r.mtime_ns or 0, r.folder_id, r))
+        state = PipelineState(total=len(todo))
         done = 0
-
-        def flush(batch: list[tuple[_Candidate, _Prepared]]) -> None:
-            nonlocal done
-            ready = [(c, p) for c, p in batch if p.kind == "embed" and p.digest == c.row.content_hash]  # type: ignore[union-attr]
+        for batch in prepared_batches(
+            todo,
+            lambda c: prepare_file(c, embedder, set(), self.thumbs_dir),
+            state,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            progress=progress,
+            cancel=cancel,
+        ):
+            ready = [
+                p for c, p in batch if p.kind == EMBED and c.row and p.digest == c.row.content_hash
+            ]
             if not ready:
-                return
-            vecs = embedder.embed_prepared(np.stack([p.array for _, p in ready]))
-            with self.catalog.transaction() as conn:
-                for (_, p), v in zip(ready, vecs, strict=True):
-                    self.catalog.put_embedding(conn, p.digest or "", embedder.model_id, v)
+                continue
+            vecs = embedder.embed_prepared(np.stack([p.array for p in ready]))
+            with self.catalog.write() as w:
+                w.put_embeddings(
+                    embedder.model_id,
+                    {p.digest or "": v for p, v in zip(ready, vecs, strict=True)},
+                )
             done += len(ready)
-
-        self._pipeline(todo, embedder, set(), flush, progress, cancel, IndexReport())
         return done
 
     # -- the pass ----------------------------------------------------------------------
 
     def _run(
         self,
-        entries: dict[str, tuple[ScanEntry, int]],
-        existing: dict[str, PhotoRow],
+        scan: _Scan,
         report: IndexReport,
         progress: ProgressFn | None,
         cancel: threading.Event | None,
     ) -> IndexReport:
         model_id = self.embedder.model_id
         index_changes, generation = self.index.changes, self.catalog.generation
-        self._known = self.catalog.embedded_hashes(model_id)
-        candidates: list[_Candidate] = []
+        known = self.catalog.embedded_hashes(model_id)
+        candidates: list[Candidate] = []
         back_online: list[int] = []
-        for path, (entry, folder_id) in entries.items():
-            row = existing.get(path)
+        for path, (entry, folder_id) in scan.entries.items():
+            row = scan.existing.get(path)
             if row is not None and row.size == entry.size and row.mtime_ns == entry.mtime_ns:
                 if row.status == STATUS_FAILED:
                     report.failed.append((path, row.reason or "unknown error"))
                     continue
-                if row.content_hash in self._known:
+                if row.content_hash in known:
                     report.unchanged += 1
                     if row.status == STATUS_OFFLINE or row.folder_id != folder_id:
                         back_online.append(row.id)
@@ -263,135 +273,71 @@ class Indexer:
                         self._readd(row)
                     continue
                 # no vector for the current model (model switch): fall through, re-embed
-            candidates.append(_Candidate(path, entry.size, entry.mtime_ns, folder_id, row))
+            candidates.append(Candidate(path, entry.size, entry.mtime_ns, folder_id, row))
         if back_online:
-            with self.catalog.transaction() as conn:
-                conn.executemany(
-                    "UPDATE photos SET status = 'ok', reason = NULL WHERE id = ?",
-                    [(i,) for i in back_online],
-                )
-        gone_rows = [r for p, r in existing.items() if p not in entries]
-        self._gone_by_hash: dict[str, list[PhotoRow]] = {}
+            with self.catalog.write() as w:
+                w.mark_photos_ok(back_online)
+        gone_rows = [r for p, r in scan.existing.items() if p not in scan.entries]
+        state = _PassState(report, known, {})
         for row in gone_rows:
             if row.content_hash and row.status != STATUS_FAILED:
-                self._gone_by_hash.setdefault(row.content_hash, []).append(row)
-        self._claimed: set[int] = set()
-        self._report_sink = report
-        self._pipeline(
-            candidates, self.embedder, self._known, self._flush_batch, progress, cancel, report
-        )
+                state.gone_by_hash.setdefault(row.content_hash, []).append(row)
+
+        pipeline = PipelineState(total=len(candidates))
+        for batch in prepared_batches(
+            candidates,
+            lambda c: prepare_file(c, self.embedder, known, self.thumbs_dir),
+            pipeline,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            progress=progress,
+            cancel=cancel,
+        ):
+            self._commit_batch(state, batch)
+        report.cancelled = report.cancelled or pipeline.cancelled
 
         if not report.cancelled:
-            self._remove_gone([r for r in gone_rows if r.id not in self._claimed], report)
+            self._remove_gone([r for r in gone_rows if r.id not in state.claimed], report)
+        self._save_if_changed(index_changes, generation)
+        return report
+
+    def _save_if_changed(self, index_changes: int, generation: int) -> None:
         # An unchanged pass must not rewrite the index file: at 100K x 1024-d that is a
         # 400 MB write + fsync, ~40% of a no-op re-scan. The saved file stays valid as
         # long as neither the index nor the catalog generation moved.
         if self.index.changes != index_changes or self.catalog.generation != generation:
             self.save_index()
-            self._last_save = time.monotonic()
-        return report
 
-    def _pipeline(
-        self,
-        candidates: list[_Candidate],
-        embedder: Embedder,
-        known: set[str],
-        flush: Callable[[list[tuple[_Candidate, _Prepared]]], None],
-        progress: ProgressFn | None,
-        cancel: threading.Event | None,
-        report: IndexReport,
-    ) -> None:
-        """Decode in a bounded pool, hand results to `flush` in batches, in file order."""
-        total = len(candidates)
-        started = time.monotonic()
-        window = self.batch_size * 2  # bounded read-ahead keeps memory flat
-        todo = iter(candidates)
-        pending: deque[tuple[_Candidate, Future[_Prepared]]] = deque()
-        batch: list[tuple[_Candidate, _Prepared]] = []
-        done = failed = 0
-        if progress and total:
-            progress(IndexProgress(0, total, "", None, 0))
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="ps-decode") as pool:
-
-            def fill() -> None:
-                while len(pending) < window:
-                    cand = next(todo, None)
-                    if cand is None:
-                        return
-                    pending.append((cand, pool.submit(self._prepare, cand, embedder, known)))
-
-            fill()
-            while pending:
-                if cancel is not None and cancel.is_set():
-                    report.cancelled = True
-                    for _, fut in pending:
-                        fut.cancel()
-                    break
-                cand, fut = pending.popleft()
-                prepared = fut.result()
-                fill()
-                batch.append((cand, prepared))
-                done += 1
-                failed += prepared.kind == "failed"
-                n_embed = sum(p.kind == "embed" for _, p in batch)
-                if n_embed >= self.batch_size or len(batch) >= 4 * self.batch_size:
-                    flush(batch)
-                    batch = []
-                if progress:
-                    elapsed = time.monotonic() - started
-                    eta = elapsed / done * (total - done) if done else None
-                    progress(IndexProgress(done, total, cand.path, eta, failed))
-            if batch:
-                flush(batch)
-
-    def _prepare(self, cand: _Candidate, embedder: Embedder, known: set[str]) -> _Prepared:
-        """Worker thread: read once, hash, and decode only if no vector is stored."""
-        try:
-            data = imaging.read_file(cand.path)
-            digest = imaging.content_hash(data)
-            thumb = imaging.thumbnail_file(self.thumbs_dir, digest)
-            if digest in known and thumb.exists():
-                return _Prepared("reuse", digest=digest)
-            decoded = imaging.decode_image(data)
-            imaging.save_thumbnail(decoded.image, self.thumbs_dir, digest)
-            taken = decoded.taken_at.isoformat() if decoded.taken_at else None
-            if digest in known:
-                return _Prepared("reuse", digest, None, decoded.width, decoded.height, taken)
-            array = embedder.prepare_image(decoded.image)
-            return _Prepared("embed", digest, None, decoded.width, decoded.height, taken, array)
-        except imaging.ImageDecodeError as exc:
-            return _Prepared("failed", reason=exc.reason)
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the pass
-            log.warning("unexpected error preparing %s", cand.path, exc_info=True)
-            return _Prepared("failed", reason=f"unexpected error: {exc}")
-
-    def _flush_batch(self, batch: list[tuple[_Candidate, _Prepared]]) -> None:
+    def _commit_batch(self, state: _PassState, batch: Batch) -> None:
         model_id = self.embedder.model_id
-        to_embed = [p for _, p in batch if p.kind == "embed"]
+        to_embed = [p for _, p in batch if p.kind == EMBED]
         vectors: dict[str, np.ndarray] = {}
         if to_embed:
             out = self.embedder.embed_prepared(np.stack([p.array for p in to_embed]))
             vectors = {p.digest or "": v for p, v in zip(to_embed, out, strict=True)}
         adds: dict[int, np.ndarray] = {}
         deletes: list[int] = []
-        report = self._report_sink
-        with self.catalog.transaction() as conn:
-            for digest, vec in vectors.items():
-                self.catalog.put_embedding(conn, digest, model_id, vec)
+        report = state.report
+        with self.catalog.write() as w:
+            w.put_embeddings(model_id, vectors)
             for cand, prep in batch:
-                if prep.kind == "failed":
-                    report.failed.append((cand.path, prep.reason or "unknown error"))
-                    if prep.reason == VANISHED:
+                if prep.kind == FAILED:
+                    reason = prep.reason or "unknown error"
+                    report.failed.append((cand.path, reason))
+                    if reason == VANISHED:
                         if cand.row is not None:
-                            conn.execute("DELETE FROM photos WHERE id = ?", (cand.row.id,))
+                            w.delete_photos([cand.row.id])
                             deletes.append(cand.row.id)
                         continue
-                    self._write_failed(conn, cand, prep.reason or "unknown error")
+                    w.record_failure(
+                        cand.path, cand.folder_id, cand.size, cand.mtime_ns, reason,
+                        cand.row.id if cand.row is not None else None,
+                    )
                     if cand.row is not None:
                         deletes.append(cand.row.id)
                     continue
                 digest = prep.digest or ""
-                photo_id, kind = self._write_ok(conn, cand, prep)
+                photo_id, kind = self._write_ok(w, state, cand, prep)
                 if kind == "moved":
                     report.moved += 1
                 elif kind == "same" and digest not in vectors:
@@ -405,91 +351,49 @@ class Indexer:
                     if vec is not None:
                         adds[photo_id] = vec
             if adds or deletes:
-                self.catalog.bump_generation(conn)
-        self._known.update(vectors)
+                w.bump_generation()
+        state.known.update(vectors)
         if deletes:
             self.index.mark_deleted([d for d in deletes if d not in adds])
         if adds:
             self.index.add(list(adds), np.stack(list(adds.values())))
-        if time.monotonic() - self._last_save > self.save_every_s:
+        if time.monotonic() - state.last_save > self.save_every_s:
             self.save_index()
-            self._last_save = time.monotonic()
+            state.last_save = time.monotonic()
 
-    # The report the current pass writes into; an attribute so that flush callbacks
-    # (shared with embed_missing) keep one simple signature.
-    _report_sink: IndexReport
-
-    def _write_ok(self, conn: Any, cand: _Candidate, prep: _Prepared) -> tuple[int, str]:
-        digest = prep.digest
+    def _write_ok(
+        self, w: CatalogWriter, state: _PassState, cand: Candidate, prep: Prepared
+    ) -> tuple[int, str]:
+        digest = prep.digest or ""
         row = cand.row
         if row is not None and row.content_hash == digest and row.status != STATUS_FAILED:
-            conn.execute(
-                "UPDATE photos SET size = ?, mtime_ns = ?, status = 'ok', reason = NULL, "
-                "folder_id = ? WHERE id = ?",
-                (cand.size, cand.mtime_ns, cand.folder_id, row.id),
-            )
+            w.refresh_photo(row.id, cand.folder_id, cand.size, cand.mtime_ns)
             return row.id, "same"
         width, height, taken = prep.width, prep.height, prep.taken_at
         if width is None:  # vector reused without decoding: copy what we knew
-            known = conn.execute(
-                "SELECT width, height, taken_at FROM photos WHERE content_hash = ? LIMIT 1",
-                (digest,),
-            ).fetchone()
+            known = w.known_dimensions(digest)
             if known:
                 width, height, taken = known
-        sort_date = _sort_date(taken, cand.mtime_ns)
-        values = (
+        fields = PhotoFields(
             cand.path, cand.folder_id, cand.size, cand.mtime_ns, digest, width, height, taken,
-            sort_date,
+            _sort_date(taken, cand.mtime_ns),
         )
         if row is None:
-            movers = [r for r in self._gone_by_hash.get(digest or "", []) if r.id not in self._claimed]
+            movers = [r for r in state.gone_by_hash.get(digest, []) if r.id not in state.claimed]
             if movers:
-                mover = movers[0]
-                self._claimed.add(mover.id)
-                conn.execute(
-                    "UPDATE photos SET path = ?, folder_id = ?, size = ?, mtime_ns = ?, "
-                    "content_hash = ?, width = COALESCE(?, width), height = COALESCE(?, height), "
-                    "taken_at = COALESCE(?, taken_at), sort_date = ?, status = 'ok', reason = NULL "
-                    "WHERE id = ?",
-                    (*values, mover.id),
-                )
-                return mover.id, "moved"
-            cur = conn.execute(
-                "INSERT INTO photos(path, folder_id, size, mtime_ns, content_hash, width, height, "
-                "taken_at, sort_date, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",
-                values,
-            )
-            return int(cur.lastrowid or 0), "new"
-        conn.execute(
-            "UPDATE photos SET path = ?, folder_id = ?, size = ?, mtime_ns = ?, content_hash = ?, "
-            "width = ?, height = ?, taken_at = ?, sort_date = ?, status = 'ok', reason = NULL "
-            "WHERE id = ?",
-            (*values, row.id),
-        )
+                state.claimed.add(movers[0].id)
+                w.move_photo(movers[0].id, fields)
+                return movers[0].id, "moved"
+            return w.insert_photo(fields), "new"
+        w.replace_photo(row.id, fields)
         return row.id, "changed"
-
-    def _write_failed(self, conn: Any, cand: _Candidate, reason: str) -> None:
-        if cand.row is None:
-            conn.execute(
-                "INSERT INTO photos(path, folder_id, size, mtime_ns, status, reason, sort_date) "
-                "VALUES (?, ?, ?, ?, 'failed', ?, ?)",
-                (cand.path, cand.folder_id, cand.size, cand.mtime_ns, reason,
-                 cand.mtime_ns / 1e9),
-            )
-        else:
-            conn.execute(
-                "UPDATE photos SET size = ?, mtime_ns = ?, content_hash = NULL, status = 'failed', "
-                "reason = ? WHERE id = ?",
-                (cand.size, cand.mtime_ns, reason, cand.row.id),
-            )
 
     def _remove_gone(self, rows: list[PhotoRow], report: IndexReport) -> None:
         if not rows:
             return
-        with self.catalog.transaction() as conn:
-            conn.executemany("DELETE FROM photos WHERE id = ?", [(r.id,) for r in rows])
-            self.catalog.bump_generation(conn)
+        with self.catalog.write() as w:
+            w.delete_photos(r.id for r in rows)
+            w.bump_generation()
         self.index.mark_deleted([r.id for r in rows])
         report.removed += sum(r.status != STATUS_FAILED for r in rows)
 
@@ -498,23 +402,10 @@ class Indexer:
         if vec is not None:
             self.index.add([row.id], vec[None, :])
 
-    def _set_folder_offline(self, folder_id: int, folder_path: str) -> int:
-        log.warning("folder %s is missing or unmounted: its photos are marked offline", folder_path)
-        with self.catalog.transaction() as conn:
-            conn.execute("UPDATE folders SET online = 0 WHERE id = ?", (folder_id,))
-            conn.execute(
-                "UPDATE photos SET status = 'offline' WHERE folder_id = ? AND status = 'ok'",
-                (folder_id,),
-            )
-            n = conn.execute(
-                "SELECT COUNT(*) FROM photos WHERE folder_id = ? AND status = 'offline'",
-                (folder_id,),
-            ).fetchone()[0]
-        return int(n)
-
-    def _set_folder_online(self, folder_id: int) -> None:
-        with self.catalog.transaction() as conn:
-            conn.execute("UPDATE folders SET online = 1 WHERE id = ?", (folder_id,))
+    def _set_folder_offline(self, folder: FolderRow) -> int:
+        log.warning("folder %s is missing or unmounted: its photos are marked offline", folder.path)
+        with self.catalog.write() as w:
+            return w.set_folder_offline(folder.id)
 
 
 def _sort_date(taken_at: str | None, mtime_ns: int) -> float:
@@ -529,18 +420,13 @@ def _sort_date(taken_at: str | None, mtime_ns: int) -> float:
     return mtime_ns / 1e9
 
 
-def _owning_folder(path: str, folders: list[tuple[int, str]]) -> tuple[int, str] | None:
-    best: tuple[int, str] | None = None
-    for fid, fpath in folders:
-        if path == fpath or path.startswith(fpath.rstrip(os.sep) + os.sep):
-            if best is None or len(fpath) > len(best[1]):
-                best = (fid, fpath)
+def _owning_folder(path: str, folders: list[FolderRow]) -> FolderRow | None:
+    best: FolderRow | None = None
+    for folder in folders:
+        if path == folder.path or path.startswith(folder_prefix(folder.path)):
+            if best is None or len(folder.path) > len(best.path):
+                best = folder
     return best
-
-
-def _like_prefix(path: str) -> str:
-    escaped = path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.rstrip(os.sep) + os.sep + "%"
 
 
 __all__ = ["Indexer", "IndexProgress", "IndexReport", "STATUS_OK"]

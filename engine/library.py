@@ -287,23 +287,17 @@ class Library:
         self._require_writable()
         target = str(Path(path).expanduser().resolve())
         with self._pass_lock:
-            match = [f for f in self.catalog.folders() if f[1] == target]
+            match = [f for f in self.catalog.folders() if f.path == target]
             if not match:
                 raise FolderNotFoundError(f"folder is not in the library: {target}")
-            folder_id = match[0][0]
-            ids = [r.id for r in self.catalog.photos_where("folder_id = ?", (folder_id,))]
-            with self.catalog.transaction() as conn:
-                conn.execute("DELETE FROM photos WHERE folder_id = ?", (folder_id,))
-                conn.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
-                self.catalog.bump_generation(conn)
+            ids = self.catalog.forget_folder(match[0].id)
             self.vector_index.mark_deleted(ids)
             self._save_index()
 
     def folders(self) -> list[FolderInfo]:
         counts = self.catalog.folder_photo_counts()
         return [
-            FolderInfo(path, online, counts.get(fid, 0))
-            for fid, path, online in self.catalog.folders()
+            FolderInfo(f.path, f.online, counts.get(f.id, 0)) for f in self.catalog.folders()
         ]
 
     # -- indexing ----------------------------------------------------------------------

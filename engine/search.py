@@ -20,7 +20,7 @@ from datetime import datetime
 
 import numpy as np
 
-from .catalog import Catalog, PhotoRow
+from .catalog import Catalog, PhotoFilter, PhotoRow
 from .embedder import Embedder
 from .errors import EmptyQueryError
 from .settings import DEFAULT_WEAK_MATCH_THRESHOLD
@@ -81,10 +81,6 @@ def _photo_date(row: PhotoRow) -> datetime | None:
     return None
 
 
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
 class SearchService:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
@@ -108,41 +104,22 @@ class SearchService:
         top_k = max(0, int(top_k))
         if top_k == 0 or index.count == 0:
             return []
-        prefix = None
-        if folder:
-            prefix = os.path.abspath(os.path.expanduser(folder)).rstrip(os.sep) + os.sep
-        lo, hi = _ts(date_from), _ts(date_to)
-        filtered = prefix is not None or lo is not None or hi is not None
+        where = PhotoFilter(
+            os.path.abspath(os.path.expanduser(folder)) if folder else None, date_from, date_to
+        )
 
         def keep(row: PhotoRow) -> bool:
-            if row.id in exclude or row.status == "failed":
-                return False
-            if prefix is not None and not row.path.startswith(prefix):
-                return False
-            when = row.sort_date
-            if lo is not None and (when is None or when < lo):
-                return False
-            return not (hi is not None and (when is None or when > hi))
+            return row.id not in exclude and row.status != "failed" and where.matches(row)
 
         want = top_k + len(exclude)
-        fetch = want if not filtered else min(index.count, max(want * OVERFETCH, MIN_FETCH))
+        fetch = want if not where.active else min(index.count, max(want * OVERFETCH, MIN_FETCH))
         pairs = index.knn(query, fetch)
         rows = self.catalog.photos_by_ids(i for i, _ in pairs)
         hits = [(rows[i], s) for i, s in pairs if i in rows and keep(rows[i])]
         if len(hits) >= top_k or fetch >= index.count:
             return hits[:top_k]
         # Too few survived the filter: search the filtered set exactly.
-        where, params = ["1"], []
-        if prefix is not None:
-            where.append("substr(p.path, 1, ?) = ?")
-            params += [len(prefix), prefix]
-        if lo is not None:
-            where.append("p.sort_date >= ?")
-            params.append(lo)
-        if hi is not None:
-            where.append("p.sort_date <= ?")
-            params.append(hi)
-        ids, vecs = self.catalog.indexable_vectors(model_id, " AND ".join(where), params)
+        ids, vecs = self.catalog.indexable_vectors(model_id, where)
         if len(ids) == 0:
             return []
         scores = vecs @ np.asarray(query, np.float32).reshape(-1)

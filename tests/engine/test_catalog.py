@@ -1,10 +1,11 @@
 import sqlite3
+from datetime import datetime
 
 import numpy as np
 import pytest
 
 from engine import catalog as catalog_mod
-from engine.catalog import SCHEMA_VERSION, Catalog
+from engine.catalog import SCHEMA_VERSION, Catalog, PhotoFields, PhotoFilter
 from engine.errors import LibraryUnreadableError
 
 
@@ -12,7 +13,7 @@ def test_schema_wal_and_version(tmp_path):
     cat = Catalog(tmp_path / "catalog.db")
     assert cat.schema_version == SCHEMA_VERSION
     assert cat.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    tables = set(cat.db.table_names())
+    tables = cat.table_names()
     assert {"folders", "photos", "embeddings", "caption_bank", "caption_embeddings"} <= tables
     cat.close()
 
@@ -22,16 +23,14 @@ def test_migrates_an_old_schema(tmp_path):
     cat = Catalog.__new__(Catalog)
     # Build a version-1 database by hand, as an older release would have left it.
     conn = sqlite3.connect(db)
-    import sqlite_utils
-
-    catalog_mod.MIGRATIONS[0](sqlite_utils.Database(conn))
+    catalog_mod.MIGRATIONS[0](conn)
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO photos(path, status) VALUES ('/a.jpg', 'ok')")
     conn.commit()
     conn.close()
     cat = Catalog(db)
     assert cat.schema_version == SCHEMA_VERSION
-    assert "sort_date" in cat.db["photos"].columns_dict
+    assert "sort_date" in cat.column_names("photos")
     assert cat.photo_by_path("/a.jpg") is not None
     cat.close()
 
@@ -55,9 +54,9 @@ def test_garbage_database_is_a_clear_error(tmp_path):
 def test_embeddings_roundtrip_and_generation(tmp_path):
     cat = Catalog(tmp_path / "catalog.db")
     v = np.random.default_rng(0).standard_normal(16).astype(np.float32)
-    with cat.transaction() as conn:
-        cat.put_embedding(conn, "h1", "m1", v)
-        gen = cat.bump_generation(conn)
+    with cat.write() as w:
+        w.put_embedding("h1", "m1", v)
+        gen = w.bump_generation()
     assert gen == 1 and cat.generation == 1
     np.testing.assert_array_equal(cat.get_embedding("h1", "m1"), v)
     assert cat.get_embedding("h1", "other") is None
@@ -66,8 +65,9 @@ def test_embeddings_roundtrip_and_generation(tmp_path):
 
 def test_transaction_rolls_back(tmp_path):
     cat = Catalog(tmp_path / "catalog.db")
-    with pytest.raises(RuntimeError), cat.transaction() as conn:
-        conn.execute("INSERT INTO photos(path, status) VALUES ('/x.jpg', 'ok')")
+    folder_id = cat.add_folder("/f")
+    with pytest.raises(RuntimeError), cat.write() as w:
+        w.insert_photo(_fields("/f/x.jpg", folder_id))
         raise RuntimeError("boom")
     assert cat.count_photos() == 0
 
@@ -93,3 +93,92 @@ def test_caption_bank(tmp_path):
     texts, mat = cat.caption_matrix("m")
     assert texts == ["a dog", "a cat", "my query"] and mat.shape == (3, 8)
     assert cat.captions_missing_embeddings("m") == []
+
+
+def _fields(path, folder_id, digest="h", size=10, when=1_600_000_000.0, width=4):
+    return PhotoFields(path, folder_id, size, int(when * 1e9), digest, width, 3, None, when)
+
+
+def test_photo_lifecycle_writes(tmp_path):
+    cat = Catalog(tmp_path / "catalog.db")
+    folder_id = cat.add_folder("/f")
+    assert cat.add_folder("/f") == folder_id  # adding twice is a no-op
+    with cat.write() as w:
+        a = w.insert_photo(_fields("/f/a.jpg", folder_id, "ha"))
+        b = w.insert_photo(_fields("/f/sub/b.jpg", folder_id, "hb"))
+        w.record_failure("/f/bad.jpg", folder_id, 3, 5, "empty file (0 bytes)")
+    assert cat.count_photos() == 3 and cat.failures() == [("/f/bad.jpg", "empty file (0 bytes)")]
+    with cat.write() as w:
+        # copied without decoding: width unknown, so it is taken from the row with those bytes
+        assert w.known_dimensions("ha") == (4, 3, None)
+        w.move_photo(a, _fields("/f/moved.jpg", folder_id, "ha", width=None))
+        w.refresh_photo(b, folder_id, 99, 123)
+    moved = cat.photo_by_path("/f/moved.jpg")
+    assert moved.id == a and moved.width == 4 and cat.photo_by_path("/f/a.jpg") is None
+    touched = cat.photo_by_path("/f/sub/b.jpg")
+    assert (touched.size, touched.mtime_ns) == (99, 123)
+    assert {r.path for r in cat.photos_under("/f/sub")} == {"/f/sub/b.jpg"}
+    assert {r.path for r in cat.photos_under("/f/moved.jpg")} == {"/f/moved.jpg"}
+    assert cat.photos_under("/f/su") == []  # a prefix of a name is not a folder
+    assert [r.id for r in cat.photos_with_status("ok")] == [a, b]
+    with cat.write() as w:
+        w.mark_photos_offline([b])
+    assert cat.count_photos("offline") == 1
+    failed_id = cat.photos_with_status("failed")[0].id
+    assert sorted(cat.forget_folder(folder_id)) == sorted([a, b, failed_id])
+    assert cat.count_photos() == 0 and cat.folders() == []
+
+
+def test_forget_folder_returns_its_photo_ids(tmp_path):
+    cat = Catalog(tmp_path / "catalog.db")
+    keep, drop = cat.add_folder("/keep"), cat.add_folder("/drop")
+    with cat.write() as w:
+        kept = w.insert_photo(_fields("/keep/a.jpg", keep, "h1"))
+        dropped = [w.insert_photo(_fields(f"/drop/{i}.jpg", drop, f"d{i}")) for i in range(3)]
+    generation = cat.generation
+    assert sorted(cat.forget_folder(drop)) == dropped
+    assert cat.generation == generation + 1
+    assert [f.path for f in cat.folders()] == ["/keep"]
+    assert [r.id for r in cat.photos_with_status("ok")] == [kept]
+
+
+def test_photo_filter_sql_agrees_with_python(tmp_path):
+    """Exact (SQL) and post-HNSW (Python) filtering must pick the same photos."""
+    cat = Catalog(tmp_path / "catalog.db")
+    folder_id = cat.add_folder("/p")
+    paths = ["/p/a/1.jpg", "/p/a/2.jpg", "/p/ab/3.jpg", "/p/a_b/4.jpg", "/p/a%/5.jpg", "/p/6.jpg"]
+    rng = np.random.default_rng(0)
+    with cat.write() as w:
+        for i, path in enumerate(paths):
+            when = datetime(2015 + i, 6, 1).timestamp()
+            w.insert_photo(_fields(path, folder_id, f"h{i}", when=when))
+            w.put_embedding(f"h{i}", "m", rng.standard_normal(4).astype(np.float32))
+    filters = [
+        PhotoFilter(),
+        PhotoFilter(folder="/p/a"),
+        PhotoFilter(folder="/p/a/"),
+        PhotoFilter(folder="/p/a_b"),
+        PhotoFilter(folder="/p/a%"),
+        PhotoFilter(date_from=datetime(2017, 1, 1)),
+        PhotoFilter(date_to=datetime(2016, 12, 31)),
+        PhotoFilter(folder="/p", date_from=datetime(2016, 1, 1), date_to=datetime(2018, 12, 31)),
+    ]
+    rows = cat.photos_with_status("ok")
+    for f in filters:
+        ids, _ = cat.indexable_vectors("m", f)
+        assert set(ids.tolist()) == {r.id for r in rows if f.matches(r)}, f
+    by_path = lambda f: sorted(r.path for r in rows if f.matches(r))  # noqa: E731
+    assert by_path(PhotoFilter(folder="/p/a")) == ["/p/a/1.jpg", "/p/a/2.jpg"]
+    assert by_path(PhotoFilter(folder="/p/a_b")) == ["/p/a_b/4.jpg"]  # _ is no wildcard
+    assert by_path(filters[-1]) == ["/p/a/2.jpg", "/p/a_b/4.jpg", "/p/ab/3.jpg"]
+
+
+def test_photos_missing_embedding(tmp_path):
+    cat = Catalog(tmp_path / "catalog.db")
+    folder_id = cat.add_folder("/p")
+    with cat.write() as w:
+        for i in range(3):
+            w.insert_photo(_fields(f"/p/{i}.jpg", folder_id, f"h{i}"))
+        w.put_embedding("h1", "new", np.ones(4, np.float32))
+        w.put_embedding("h2", "old", np.ones(4, np.float32))
+    assert [r.path for r in cat.photos_missing_embedding("new")] == ["/p/0.jpg", "/p/2.jpg"]

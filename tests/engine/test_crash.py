@@ -76,7 +76,7 @@ def test_sigkill_mid_index_then_restart_is_consistent(tmp_path):
         assert report.indexed == 150 - before and emb.embedded == 150 - before
         assert lib.status().photo_count == 150
         ids, _ = lib.catalog.indexable_vectors(emb.model_id)
-        rows = lib.catalog.photos_where("status = 'ok'")
+        rows = lib.catalog.photos_with_status("ok")
         assert len(rows) == 150 and {r.id for r in rows} == set(ids.tolist())
         assert lib.vector_index.ids() == {r.id for r in rows}
         hits = lib.similar_photos(photos / "img007.jpg", top_k=5).hits

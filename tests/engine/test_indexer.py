@@ -29,7 +29,7 @@ def _consistent(lib):
     """Every ok/offline photo has a vector and the index holds exactly those photos."""
     cat = lib.catalog
     ids, _ = cat.indexable_vectors(lib.embedder.model_id)
-    rows = cat.photos_where("status IN ('ok', 'offline')")
+    rows = cat.photos_with_status("ok", "offline")
     assert {r.id for r in rows} == set(ids.tolist())
     assert lib.vector_index.ids() == set(ids.tolist())
 
@@ -235,9 +235,28 @@ def test_progress_and_cancel(lib, make_image, fake_embedder):
     _consistent(lib)
 
 
-def test_duplicate_content_shares_one_embedding(lib, make_image, photos, fake_embedder):
+def test_identical_files_in_one_pass_are_embedded_once(lib, make_image, photos, fake_embedder):
     a = make_image("a.jpg", seed=3)
     shutil.copy(a, photos / "copy.jpg")
     r = lib.index()
-    assert r.indexed == 2 and fake_embedder.embedded <= 2
+    assert r.indexed == 2 and fake_embedder.embedded == 1
     assert lib.status().photo_count == 2
+    hits = lib.similar_photos(a, top_k=1).hits
+    assert hits[0].path == str(photos / "copy.jpg") and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    _consistent(lib)
+
+
+def test_copies_in_later_batches_reuse_the_first_vector(lib, make_image, photos, fake_embedder):
+    from engine.indexer import Indexer
+
+    original = make_image("a.jpg", seed=3)
+    for i in range(3):
+        shutil.copy(original, photos / f"copy{i}.jpg")
+    make_image("other.jpg", seed=4)
+    indexer = Indexer(
+        lib.catalog, lib.vector_index, fake_embedder, lib.thumbs_dir, lambda: None, batch_size=1
+    )
+    r = indexer.reconcile()
+    assert r.indexed == 5 and fake_embedder.embedded == 2
+    assert lib.vector_index.count == 5
+    _consistent(lib)
