@@ -14,6 +14,11 @@ writes the engine needs, named for what they do; callers never see SQL.
 Plain sqlite3, no sqlite-utils: the schema is hand-written and versioned (`MIGRATIONS`),
 transactions are explicit, and sqlite-utils' table helpers (schema introspection and a
 savepoint per call) bought nothing here but overhead on the indexing path.
+
+File names: a path that is not valid UTF-8 (Python holds its undecodable bytes as
+surrogate escapes) cannot be bound as SQLite text. Such paths are stored as a BLOB of
+the raw `os.fsencode` bytes in the same TEXT column; SQLite keeps BLOBs as they are, so
+the name round-trips losslessly and valid names are stored exactly as before.
 """
 
 from __future__ import annotations
@@ -108,14 +113,34 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # -- paths in the database ---------------------------------------------------------------
 
 
+def path_to_db(path: str) -> str | bytes:
+    """The value stored for `path`: the text itself, or its raw bytes if not UTF-8."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def path_from_db(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 def _prefix_clause(column: str, prefix: str) -> tuple[str, list[object]]:
     """SQL matching every `column` value that starts with `prefix` (which ends in a separator).
 
     A range on the UNIQUE index rather than LIKE (which cannot use it and treats % and _
-    as wildcards).
+    as wildcards); one range over text values and one over BLOB-stored names, because
+    SQLite orders every text value before every BLOB.
     """
     upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return f"({column} >= ? AND {column} < ?)", [prefix, upper]
+    parts, params = [], []
+    for lo, hi in ((prefix, upper), (os.fsencode(prefix), os.fsencode(upper))):
+        if isinstance(lo, str) and not isinstance(path_to_db(lo), str):
+            continue  # a non-UTF-8 prefix: only BLOB-stored names can start with it
+        parts.append(f"({column} >= ? AND {column} < ?)")
+        params += [lo, hi]
+    return "(" + " OR ".join(parts) + ")", params
 
 
 def folder_prefix(path: str) -> str:
@@ -142,7 +167,7 @@ class PhotoRow:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row | tuple) -> PhotoRow:
-        return cls(*row)
+        return cls(row[0], path_from_db(row[1]), *row[2:])
 
 
 PHOTO_COLUMNS = (
@@ -337,7 +362,7 @@ class CatalogWriter:
                 "folder_id = excluded.folder_id, size = excluded.size, "
                 "mtime_ns = excluded.mtime_ns, content_hash = NULL, status = 'failed', "
                 "reason = excluded.reason",
-                (path, folder_id, size, mtime_ns, reason, mtime_ns / 1e9),
+                (path_to_db(path), folder_id, size, mtime_ns, reason, mtime_ns / 1e9),
             )
         else:
             self._conn.execute(
@@ -362,7 +387,7 @@ class CatalogWriter:
 
     # folders
     def add_folder(self, path: str) -> int:
-        value = path
+        value = path_to_db(path)
         self._conn.execute(
             "INSERT OR IGNORE INTO folders(path, online, added_at) VALUES (?, 1, ?)",
             (value, time.time()),
@@ -409,6 +434,11 @@ class CatalogWriter:
             text = (caption or "").strip()
             if not text:
                 continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                log.info("caption not stored: it is not valid text (%r)", text)
+                continue
             rows.append((text, source, now))
         if not rows:
             return 0
@@ -428,7 +458,7 @@ class CatalogWriter:
 
 def _field_values(f: PhotoFields) -> tuple[object, ...]:
     return (
-        f.path, f.folder_id, f.size, f.mtime_ns, f.content_hash, f.width, f.height,
+        path_to_db(f.path), f.folder_id, f.size, f.mtime_ns, f.content_hash, f.width, f.height,
         f.taken_at, f.sort_date,
     )
 
@@ -620,7 +650,7 @@ class Catalog:
 
     def folders(self) -> list[FolderRow]:
         rows = self._query("SELECT id, path, online, added_at FROM folders ORDER BY path")
-        return [FolderRow(r[0], r[1], bool(r[2]), r[3]) for r in rows]
+        return [FolderRow(r[0], path_from_db(r[1]), bool(r[2]), r[3]) for r in rows]
 
     def folder_photo_counts(self) -> dict[int, int]:
         rows = self._query(
@@ -637,7 +667,7 @@ class Catalog:
         ]
 
     def photo_by_path(self, path: str) -> PhotoRow | None:
-        rows = self._photos("path = ?", (path,))
+        rows = self._photos("path = ?", (path_to_db(path),))
         return rows[0] if rows else None
 
     def photos_in_folder(self, folder_id: int) -> list[PhotoRow]:
@@ -646,7 +676,7 @@ class Catalog:
     def photos_under(self, path: str) -> list[PhotoRow]:
         """The photo at `path`, or every photo below it if it is a directory."""
         clause, params = _prefix_clause("path", folder_prefix(path))
-        return self._photos(f"path = ? OR {clause}", [path, *params])
+        return self._photos(f"path = ? OR {clause}", [path_to_db(path), *params])
 
     def photos_with_status(self, *statuses: str) -> list[PhotoRow]:
         marks = ",".join("?" * len(statuses))
@@ -677,7 +707,7 @@ class Catalog:
 
     def failures(self) -> list[tuple[str, str]]:
         rows = self._query("SELECT path, reason FROM photos WHERE status = 'failed' ORDER BY path")
-        return [(r[0], r[1] or "unknown error") for r in rows]
+        return [(path_from_db(r[0]), r[1] or "unknown error") for r in rows]
 
     # -- embeddings --------------------------------------------------------------------
 

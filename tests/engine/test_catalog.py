@@ -1,3 +1,4 @@
+import os
 import sqlite3
 from datetime import datetime
 
@@ -182,3 +183,24 @@ def test_photos_missing_embedding(tmp_path):
         w.put_embedding("h1", "new", np.ones(4, np.float32))
         w.put_embedding("h2", "old", np.ones(4, np.float32))
     assert [r.path for r in cat.photos_missing_embedding("new")] == ["/p/0.jpg", "/p/2.jpg"]
+
+
+def test_undecodable_names_round_trip_and_match_folder_prefixes(tmp_path):
+    cat = Catalog(tmp_path / "catalog.db")
+    odd_dir = os.fsdecode(b"/p/caf\xe9")
+    folder_id = cat.add_folder("/p")
+    names = ["/p/a.jpg", os.fsdecode(b"/p/\xff.jpg"), odd_dir + "/x.jpg", odd_dir + "/y.jpg"]
+    with cat.write() as w:
+        for i, path in enumerate(names):
+            w.insert_photo(_fields(path, folder_id, f"h{i}"))
+            w.put_embedding(f"h{i}", "m", np.ones(4, np.float32))
+    assert [r.path for r in cat.photos_with_status("ok")] == names
+    assert cat.photo_by_path(names[1]).path == names[1]
+    assert sorted(r.path for r in cat.photos_under("/p")) == sorted(names)
+    assert sorted(r.path for r in cat.photos_under(odd_dir)) == names[2:]
+    for folder, expected in (("/p", names), (odd_dir, names[2:])):
+        ids, _ = cat.indexable_vectors("m", PhotoFilter(folder=folder))
+        assert sorted(cat.photos_by_ids(ids.tolist())[i].path for i in ids.tolist()) == sorted(expected)
+    odd_folder = cat.add_folder(odd_dir)
+    assert [f.path for f in cat.folders()] == ["/p", odd_dir] and odd_folder != folder_id
+    assert cat.add_captions([os.fsdecode(b"\xff dog"), "a dog"], "query") == 1

@@ -260,3 +260,42 @@ def test_copies_in_later_batches_reuse_the_first_vector(lib, make_image, photos,
     assert r.indexed == 5 and fake_embedder.embedded == 2
     assert lib.vector_index.count == 5
     _consistent(lib)
+
+
+def _undecodable(parent, raw_name):
+    """A path whose last part is the bytes `raw_name` (not valid UTF-8), or skip."""
+    path = os.fsdecode(os.fsencode(str(parent)) + b"/" + raw_name)
+    try:
+        with open(path, "wb"):
+            pass
+        os.unlink(path)
+    except (OSError, UnicodeError) as exc:
+        pytest.skip(f"this filesystem refuses non-UTF-8 names: {exc}")
+    return path
+
+
+def test_names_that_are_not_utf8_are_indexed_losslessly(lib, make_image, photos):
+    good = [make_image(f"good{i:02}.jpg", seed=i) for i in range(20)]
+    odd = _undecodable(photos, b"\xff\xfe.jpg")
+    make_image(odd, "blue", seed=50)
+    latin1_dir = _undecodable(photos, b"caf\xe9")
+    os.mkdir(latin1_dir)
+    inside = make_image(os.path.join(latin1_dir, "x.jpg"), "green", seed=51)
+    r = lib.index()
+    assert r.failed == [] and r.indexed == 22
+    assert lib.catalog.photo_by_path(odd) is not None
+    paths = {h.path for h in lib.search_text("red", top_k=50).hits}
+    assert {odd, str(inside), *map(str, good)} == paths
+    assert all(os.path.exists(p) for p in paths)  # the bytes came back exactly
+    assert lib.thumbnail_path(odd).exists()
+    hits = lib.search_text("green", top_k=5, folder=latin1_dir).hits
+    assert [h.path for h in hits] == [str(inside)]
+    assert lib.index().unchanged == 22  # found again under the same stored name
+    moved = _undecodable(photos, b"\xfe\xff moved.jpg")
+    os.rename(odd, moved)
+    r = lib.index_paths([odd, moved])
+    assert (r.moved, r.indexed, r.removed) == (1, 0, 0)
+    assert [f[0] for f in lib.failures()] == []
+    shutil.rmtree(latin1_dir)
+    assert lib.index_paths([latin1_dir]).removed == 1
+    _consistent(lib)
