@@ -12,6 +12,8 @@ import hashlib
 import io
 import logging
 import os
+import re
+import stat
 import struct
 import tempfile
 import warnings
@@ -20,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +40,45 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 DEFAULT_DECODE_SIZE = 256
 THUMBNAIL_SIZE = 256
 
+# Formats without draft mode (PNG, TIFF, HEIC, ...) decode at full size; a large one is then
+# shrunk by an integer box filter (Image.reduce) to at least REDUCING_GAP x target_size on
+# its shorter side - Pillow's thumbnail() default, after which the final resize looks the
+# same as one from the original - and converted to RGB in strips of STRIP_PIXELS, so the
+# memory on top of the decoded pixels is one strip plus the small result. Converting the
+# whole image at once made a 99.9 MP RGBA PNG peak at 2.2 GB and a 16-bit one at 2.5 GB.
+REDUCING_GAP = 2
+STRIP_PIXELS = 1_000_000
+
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
-try:  # HEIC is optional: only when the plugin happens to be installed.
-    import pillow_heif  # type: ignore[import-not-found]
+try:  # HEIC/HEIF (iPhone photos): pillow-heif is a dependency, but a broken wheel must not
+    # stop photosearch from indexing everything else.
+    import pillow_heif
 
     pillow_heif.register_heif_opener()
     HEIF_AVAILABLE = True
 except Exception:  # noqa: BLE001 - any failure just means "no HEIC support"
+    log.warning("HEIC/HEIF support unavailable (pillow-heif failed to load)", exc_info=True)
     HEIF_AVAILABLE = False
 
-SUPPORTED_EXTENSIONS = BASE_EXTENSIONS | ({".heic", ".heif"} if HEIF_AVAILABLE else frozenset())
+AVIF_AVAILABLE = bool(features.check("avif"))  # Pillow's own plugin, when built with libavif
+
+SUPPORTED_EXTENSIONS = (
+    BASE_EXTENSIONS
+    | ({".heic", ".heif"} if HEIF_AVAILABLE else frozenset())
+    | ({".avif"} if AVIF_AVAILABLE else frozenset())
+)
+
+# Photo formats photosearch cannot read: files with these names are reported ("unsupported
+# format") instead of being passed over as if they were not photos.
+PHOTO_LIKE_EXTENSIONS = frozenset(
+    {
+        ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".psd", ".svg", ".ico",
+        # camera raw
+        ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf",
+        ".rw2", ".raf", ".pef", ".srw", ".x3f", ".3fr", ".erf", ".kdc", ".mrw", ".raw",
+    }
+) - SUPPORTED_EXTENSIONS
 
 _EXIF_IFD = 0x8769
 _TAG_DATETIME_ORIGINAL = 36867
@@ -56,6 +86,18 @@ _TAG_DATETIME = 306
 _TAG_ORIENTATION = 274
 
 HASH_CHUNK = 1 << 20
+
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_PILLOW_BOMB_SIZE = re.compile(r"Image size \((\d+) pixels\)")
 
 
 class ImageDecodeError(Exception):
@@ -78,12 +120,44 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
+def too_large_reason(pixels: int) -> str:
+    """'too large: 180 MP, the limit is 100 MP' (a decimal when rounding would hide why)."""
+    megapixels = pixels / 1e6
+    limit = MAX_PIXELS // 1_000_000
+    shown = f"{megapixels:.0f}" if round(megapixels) > limit else f"{megapixels:.1f}"
+    return f"too large: {shown} MP, the limit is {limit} MP"
+
+
+def not_regular_file_reason(mode: int) -> str:
+    """Why a photo-named path that is not a regular file cannot be read."""
+    if stat.S_ISFIFO(mode):
+        kind = "a named pipe"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISDIR(mode):
+        kind = "a folder"
+    else:
+        kind = "a special file"
+    return f"not a regular file ({kind})"
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # Opening a FIFO for reading blocks until a writer appears; with O_NONBLOCK it returns
+    # at once and fstat tells what it is (no effect on regular files).
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
 def read_file(path: str | os.PathLike[str]) -> bytes:
-    """Read a photo's bytes, mapping OS errors to readable reasons."""
+    """Read a photo's bytes, mapping OS errors to readable reasons.
+
+    Only regular files are read: a FIFO would block forever and a device never end."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", opener=_open_nonblocking) as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ImageDecodeError(not_regular_file_reason(mode))
             data = f.read()
     except FileNotFoundError as exc:
         raise ImageDecodeError("file vanished during scan") from exc
@@ -143,13 +217,16 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB; transparency is composited on white (how viewers show it)."""
+def to_rgb(img: Image.Image, value_max: float | None = None) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency is composited on white (how viewers show it).
+
+    For 16/32-bit modes `value_max` is the brightest value of the whole image (the scale
+    must not change from one strip of an image to the next); default: this image's."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
+    if img.mode in _HIGH_BIT_MODES:
+        arr = np.asarray(img, dtype=np.float32)
+        hi = value_max if value_max is not None else float(arr.max()) if arr.size else 0.0
         # 16-bit data is usually full-range; scale by the container's range unless the
         # values clearly use only 8 bits (some encoders store 8-bit data as mode I).
         scale = 255.0 / (65535.0 if hi > 255 else 255.0) if hi <= 65535 else 255.0 / hi
@@ -168,8 +245,9 @@ def decode_image(
 ) -> DecodedImage:
     """Decode a photo to RGB with EXIF orientation applied.
 
-    `target_size` only lets JPEGs decode at a reduced scale (the result is at least that
-    large on its shorter side when the original is); other formats decode fully.
+    With a `target_size` the result may be smaller than the original (JPEG draft mode,
+    or an integer reduction of other formats), but its shorter side stays at least
+    `target_size` when the original's is; 0 decodes at full size.
     """
     data = read_file(source) if not isinstance(source, bytes) else source
     if not data:
@@ -180,25 +258,29 @@ def decode_image(
             img = Image.open(io.BytesIO(data))
         width, height = img.size
         if width * height > MAX_PIXELS:
-            raise ImageDecodeError(
-                f"image too large ({width * height / 1e6:.0f} megapixels, "
-                f"limit {MAX_PIXELS // 1_000_000})"
-            )
+            raise ImageDecodeError(too_large_reason(width * height))
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # animated GIF/WebP: the first frame stands for the file
-        taken_at = _exif_date(img)
-        if _orientation(img) in (5, 6, 7, 8):
-            width, height = height, width
         if img.format == "JPEG" and target_size:
             img.draft("RGB", (target_size, target_size))
         img.load()
-        img = ImageOps.exif_transpose(img) or img
-        rgb = to_rgb(img)
-        rgb.load()
+        # After load(): PNG may keep its EXIF chunk after the pixel data.
+        taken_at = _exif_date(img)
+        orientation = _orientation(img)
+        if orientation in (5, 6, 7, 8):
+            width, height = height, width
+        rgb = _shrink_to_rgb(img, target_size)
+        del img  # the full-size pixels can go before the transpose makes another copy
+        method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+        if method is not None:
+            rgb = rgb.transpose(method)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large ({exc})") from exc
+        # Pillow's own guard (at twice our limit) fires inside open(), before we see a size.
+        found = _PILLOW_BOMB_SIZE.search(str(exc))
+        reason = too_large_reason(int(found.group(1))) if found else "too large to decode"
+        raise ImageDecodeError(reason) from exc
     except UnidentifiedImageError as exc:
         if _looks_like_text(data[:512]):
             raise ImageDecodeError("not an image (looks like text/HTML)") from exc
@@ -209,6 +291,27 @@ def decode_image(
     except MemoryError as exc:
         raise ImageDecodeError("image too large to decode (out of memory)") from exc
     return DecodedImage(image=rgb, width=width, height=height, taken_at=taken_at)
+
+
+def _shrink_to_rgb(img: Image.Image, target_size: int) -> Image.Image:
+    """The loaded image as RGB, box-reduced by an integer factor when it is large."""
+    factor = max(1, min(img.size) // (target_size * REDUCING_GAP)) if target_size else 1
+    if img.mode == "RGB" and factor > 1:
+        return img.reduce(factor)
+    if img.mode == "RGB" or img.width * img.height <= STRIP_PIXELS:
+        rgb = to_rgb(img)
+        return rgb.reduce(factor) if factor > 1 else rgb
+    value_max = float(img.getextrema()[1]) if img.mode in _HIGH_BIT_MODES else None
+    width, height = img.size
+    rows = max(1, STRIP_PIXELS // width)
+    rows += -rows % factor  # whole blocks per strip, so strips reduce like the whole image
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        # Convert before reducing: palette indices cannot be averaged, and transparency
+        # is composited on white before pixels are mixed.
+        strip = to_rgb(img.crop((0, top, width, min(height, top + rows))), value_max)
+        out.paste(strip.reduce(factor) if factor > 1 else strip, (0, top // factor))
+    return out
 
 
 def thumbnail_file(thumbs_dir: Path, digest: str) -> Path:

@@ -1,5 +1,9 @@
 import io
+import os
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,10 +109,103 @@ def test_truncated_jpeg(tmp_path):
     assert _reason(path) == "truncated or corrupt image data"
 
 
-def test_decompression_bomb_rejected(tmp_path):
+@pytest.mark.parametrize(
+    "size,reason",
+    [
+        ((12000, 10000), "too large: 120 MP, the limit is 100 MP"),  # our own check
+        ((10001, 10000), "too large: 100.0 MP, the limit is 100 MP"),  # just over
+        ((20000, 12000), "too large: 240 MP, the limit is 100 MP"),  # Pillow's guard fires first
+    ],
+)
+def test_decompression_bomb_states_the_limit(tmp_path, size, reason):
     path = tmp_path / "bomb.png"
-    Image.new("1", (12000, 10000)).save(path)  # 120 MP, a few KB on disk
-    assert _reason(path).startswith("image too large (120 megapixels, limit 100)")
+    Image.new("1", size).save(path)  # a few KB on disk
+    assert _reason(path) == reason
+
+
+def test_heic_is_decoded(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")  # a pinned dependency: present in CI
+    img = Image.new("RGB", (64, 48), (200, 30, 30))
+    img.paste((30, 30, 200), (0, 0, 32, 48))  # left half blue
+    path = tmp_path / "iphone.HEIC"
+    pillow_heif.from_pillow(img).save(path, quality=95)
+    assert ".heic" in imaging.SUPPORTED_EXTENSIONS
+    d = decode_image(path)
+    assert d.image.mode == "RGB" and d.image.size == (64, 48) == (d.width, d.height)
+    left, right = np.asarray(d.image)[24, 8], np.asarray(d.image)[24, 56]
+    assert left[2] > 150 and left[0] < 80 and right[0] > 150 and right[2] < 80
+
+
+def _reference_shrink(img, target):
+    """The naive route: convert the whole image, then box-reduce it (no strips)."""
+    factor = max(1, min(img.size) // (target * imaging.REDUCING_GAP))
+    rgb = imaging.to_rgb(img.copy())
+    return rgb.reduce(factor) if factor > 1 else rgb
+
+
+def _striped(mode):
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 4000, (1300, 1100), dtype=np.uint16))
+    rgba = Image.fromarray(rng.integers(0, 256, (1300, 1100, 4), dtype=np.uint8), "RGBA")
+    if mode == "P":
+        img = rgba.convert("RGB").quantize(16)
+        img.info["transparency"] = 3
+        return img
+    return rgba.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "CMYK", "I;16", "L"])
+def test_large_images_are_reduced_in_strips_like_the_whole_image(monkeypatch, mode):
+    # Strips of ~3 rows' worth force many strips; the result must equal converting and
+    # reducing the whole image at once (the strips hold whole reduction blocks).
+    monkeypatch.setattr(imaging, "STRIP_PIXELS", 1100 * 3)
+    img = _striped(mode)
+    img.load()
+    got = imaging._shrink_to_rgb(img, 256)
+    want = _reference_shrink(img, 256)
+    assert got.mode == "RGB" and got.size == want.size == (550, 650)
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_large_png_is_reduced_but_keeps_its_size_and_colour(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("RGBA", (3000, 2000), (0, 0, 255, 255)).save(path)
+    d = decode_image(path)
+    assert (d.width, d.height) == (3000, 2000)
+    assert min(d.image.size) >= 2 * imaging.DEFAULT_DECODE_SIZE and max(d.image.size) < 3000
+    assert np.asarray(d.image)[10, 10].tolist() == [0, 0, 255]
+    full = decode_image(path, target_size=0)  # 0: full size, for callers that need it
+    assert full.image.size == (3000, 2000)
+
+
+_PEAK_PROBE = """
+import sys
+from engine import imaging
+
+def hwm():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+
+data = imaging.read_file(sys.argv[1])
+before = hwm()
+imaging.decode_image(data)
+print((hwm() - before) * 1024)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_decoding_a_large_image_needs_little_beyond_its_pixels(tmp_path):
+    # A 24 MP RGBA PNG (96 MB of pixels, a small file): whole-image conversion took ~5x
+    # the pixels (RGBA + white background + composite + RGB + transposed copy).
+    path = tmp_path / "big.png"
+    Image.new("RGBA", (6000, 4000), (10, 200, 30, 128)).save(path)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_PROBE, str(path)], capture_output=True, text=True,
+        timeout=120, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    pixel_bytes = 6000 * 4000 * 4
+    assert int(proc.stdout) < 1.5 * pixel_bytes
 
 
 def test_permission_denied_and_vanished(tmp_path, monkeypatch):
@@ -143,3 +240,24 @@ def test_thumbnail_is_small_jpeg(tmp_path):
 )
 def test_exif_datetime_parsing(value, expected):
     assert imaging.parse_exif_datetime(value) == expected
+
+
+def test_reading_a_fifo_returns_at_once(tmp_path):
+    # open() on a FIFO blocks until a writer appears: the watcher handing one over used to
+    # hang the indexing pass for good.
+    import threading
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    result: list = []
+
+    def read():
+        try:
+            imaging.read_file(fifo)
+        except ImageDecodeError as exc:
+            result.append(exc.reason)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert result == ["not a regular file (a named pipe)"]
