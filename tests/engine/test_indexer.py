@@ -113,7 +113,7 @@ def test_bad_files_are_recorded_with_reasons_and_retried_only_when_changed(
         "page.jpg": "not an image (looks like text/HTML)",
         "noise.png": "not an image (unrecognised file format)",
         "cut.jpg": "truncated or corrupt image data",
-        "bomb.png": "image too large (120 megapixels, limit 100)",
+        "bomb.png": "too large: 120 MP, the limit is 100 MP",
         "locked.jpg": "permission denied",
     }
     assert r.indexed == 1
