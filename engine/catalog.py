@@ -24,6 +24,7 @@ the name round-trips losslessly and valid names are stored exactly as before.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -403,6 +404,8 @@ class CatalogWriter:
             "UPDATE photos SET status = 'offline' WHERE folder_id = ? AND status = 'ok'",
             (folder_id,),
         )
+        if self._meta(_offline_key(folder_id)) is None:
+            self.set_meta(_offline_key(folder_id), repr(time.time()))
         return int(
             self._conn.execute(
                 "SELECT COUNT(*) FROM photos WHERE folder_id = ? AND status = 'offline'",
@@ -414,6 +417,7 @@ class CatalogWriter:
         self._conn.execute(
             "UPDATE folders SET online = 1 WHERE id = ? AND online != 1", (folder_id,)
         )
+        self.delete_meta(_offline_key(folder_id))
 
     def forget_folder(self, folder_id: int) -> list[int]:
         """Drop a folder and its photos' rows (never the files); returns the photo ids."""
@@ -423,8 +427,18 @@ class CatalogWriter:
         ]
         self._conn.execute("DELETE FROM photos WHERE folder_id = ?", (folder_id,))
         self._conn.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
+        self.delete_meta(_offline_key(folder_id))
+        self.delete_meta(_mounts_key(folder_id))
         _bump_generation(self._conn)
         return ids
+
+    def set_mount_points(self, folder_id: int, mounts: Mapping[str, float | None]) -> None:
+        """Mount points found inside a folder -> when each went offline (None: online)."""
+        if mounts:
+            # ensure_ascii keeps undecodable-name surrogates as \\udcXX escapes: lossless.
+            self.set_meta(_mounts_key(folder_id), json.dumps(dict(mounts), sort_keys=True))
+        else:
+            self.delete_meta(_mounts_key(folder_id))
 
     # caption bank
     def add_captions(self, captions: Iterable[str], source: str) -> int:
@@ -455,6 +469,10 @@ class CatalogWriter:
             [(i, model_id, vector_to_blob(v)) for i, v in zip(ids, vectors, strict=True)],
         )
 
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
 
 def _field_values(f: PhotoFields) -> tuple[object, ...]:
     return (
@@ -469,6 +487,14 @@ def _bump_generation(conn: sqlite3.Connection) -> int:
         "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
     )
     return int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+
+def _offline_key(folder_id: int) -> str:
+    return f"folder_offline_since:{folder_id}"
+
+
+def _mounts_key(folder_id: int) -> str:
+    return f"folder_mounts:{folder_id}"
 
 
 # -- the catalog -------------------------------------------------------------------------
@@ -657,6 +683,27 @@ class Catalog:
             "SELECT folder_id, COUNT(*) FROM photos WHERE status != 'failed' GROUP BY folder_id"
         )
         return {r[0]: r[1] for r in rows}
+
+    def folder_offline_since(self) -> dict[int, float]:
+        """Folder id -> when it was first found offline (epoch seconds)."""
+        out = {}
+        for key, value in self._query(
+            "SELECT key, value FROM meta WHERE key LIKE 'folder_offline_since:%'"
+        ):
+            with contextlib.suppress(ValueError):
+                out[int(key.split(":", 1)[1])] = float(value)
+        return out
+
+    def mount_points(self, folder_id: int) -> dict[str, float | None]:
+        """Mount points remembered inside a folder -> when each went offline (or None)."""
+        raw = self.get_meta(_mounts_key(folder_id))
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return {}
+        return {str(k): (float(v) if v is not None else None) for k, v in data.items()}
 
     # -- photos ------------------------------------------------------------------------
 

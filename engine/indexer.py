@@ -12,8 +12,12 @@ How a file is classified (against the catalog row at the same path, if any):
 * rows whose files are gone are deleted at the end of a completed pass; embeddings are
   kept by hash, so a file that comes back later is not re-embedded either.
 
-A folder that is missing, or present but empty while the catalog has photos in it (an
-unmounted drive's mount point), is marked offline with its photos - never deleted.
+Offline, never deleted: a folder that is missing, or present but empty while the
+catalog has photos in it (an unmounted drive's mount point), goes offline with its
+photos. The same holds for a mount point *inside* a folder: every directory found to be
+a mount point is remembered (catalog meta), and while it is missing or empty - unmounted,
+or mounted but showing nothing - the photos below it go offline instead of being
+deleted. When each went offline is kept for `status`.
 
 Per batch: `embed_prepared` on this thread while the pool decodes the next files, then
 ONE catalog transaction (photos + embeddings + generation bump), then the VectorIndex
@@ -278,6 +282,13 @@ class Indexer:
             with self.catalog.write() as w:
                 w.mark_photos_ok(back_online)
         gone_rows = [r for p, r in scan.existing.items() if p not in scan.entries]
+        offline_rows = self._behind_offline_mounts(scan, gone_rows)
+        if offline_rows:
+            with self.catalog.write() as w:
+                w.mark_photos_offline(r.id for r in offline_rows)
+            report.offline += sum(r.status != STATUS_FAILED for r in offline_rows)
+            kept = {r.id for r in offline_rows}
+            gone_rows = [r for r in gone_rows if r.id not in kept]
         state = _PassState(report, known, {})
         for row in gone_rows:
             if row.content_hash and row.status != STATUS_FAILED:
@@ -406,6 +417,121 @@ class Indexer:
         log.warning("folder %s is missing or unmounted: its photos are marked offline", folder.path)
         with self.catalog.write() as w:
             return w.set_folder_offline(folder.id)
+
+    # -- mount points inside folders ---------------------------------------------------
+
+    def _behind_offline_mounts(self, scan: _Scan, gone_rows: list[PhotoRow]) -> list[PhotoRow]:
+        """Vanished rows below an offline mount point: to keep (offline), not delete.
+
+        Also brings each scanned folder's remembered mount points up to date.
+        """
+        gone_by_folder: dict[int, list[PhotoRow]] = {}
+        for row in gone_rows:
+            if row.folder_id is not None:
+                gone_by_folder.setdefault(row.folder_id, []).append(row)
+        table = mount_table()
+        found_dirs: dict[int, set[str]] = {}
+        if table is None:  # no mount table: look for mounts where the photos are
+            for path, (_entry, folder_id) in scan.entries.items():
+                found_dirs.setdefault(folder_id, set()).add(os.path.dirname(path))
+        kept: list[PhotoRow] = []
+        for folder_id, root in scan.folders.items():
+            remembered = self.catalog.mount_points(folder_id)
+            rows = gone_by_folder.get(folder_id, [])
+            if table is not None:
+                prefix = folder_prefix(root)
+                mounted = {m for m in table if m.startswith(prefix)}
+            else:
+                candidates = set(remembered)
+                for directory in found_dirs.get(folder_id, set()) | {
+                    os.path.dirname(r.path) for r in rows
+                }:
+                    candidates.update(_dirs_between(root, directory))
+                mounted = {d for d in candidates if is_mount_point(d)}
+            updated = _mount_states(remembered, mounted)
+            offline = [folder_prefix(m) for m, since in updated.items() if since is not None]
+            kept += [r for r in rows if any(r.path.startswith(p) for p in offline)]
+            if updated != remembered:
+                with self.catalog.write() as w:
+                    w.set_mount_points(folder_id, updated)
+        return kept
+
+
+def _mount_states(
+    remembered: dict[str, float | None], mounted: set[str]
+) -> dict[str, float | None]:
+    """Mount point -> since when it is offline (None: online), after this look."""
+    now = time.time()
+    out: dict[str, float | None] = {}
+    for mount in sorted(set(remembered) | mounted):
+        if _has_entries(mount):
+            if mount in mounted:
+                out[mount] = None  # mounted and showing files
+            # else: unmounted and refilled with files of its own, a plain folder: forget it
+            continue
+        if remembered.get(mount) is None:
+            log.warning("mount point %s is unmounted or empty: its photos are offline", mount)
+        out[mount] = remembered.get(mount) or now
+    return out
+
+
+def is_mount_point(path: str) -> bool:
+    """True if `path` is a mount point (`os.path.ismount`: another device than its
+    parent, or the same inode as its parent)."""
+    try:
+        return os.path.ismount(path)
+    except (OSError, ValueError):
+        return False
+
+
+def mount_table() -> set[str] | None:
+    """Every mount point the OS lists (Linux: /proc/self/mountinfo, which also shows bind
+    mounts that `os.path.ismount` cannot tell apart), or None where there is no table."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    out = set()
+    for line in lines:
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            out.add(os.fsdecode(_unescape_mount(fields[4])))
+    return out
+
+
+def _unescape_mount(raw: bytes) -> bytes:
+    # mountinfo writes space, tab, newline and backslash as \040, \011, \012, \134.
+    out, i = bytearray(), 0
+    while i < len(raw):
+        if raw[i] == 0x5C and raw[i + 1 : i + 4].isdigit() and len(raw[i + 1 : i + 4]) == 3:
+            out.append(int(raw[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return bytes(out)
+
+
+def _dirs_between(root: str, directory: str) -> list[str]:
+    """`directory` and its ancestors strictly below `root`."""
+    out = []
+    prefix = folder_prefix(root)
+    while directory.startswith(prefix):
+        out.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return out
+
+
+def _has_entries(directory: str) -> bool:
+    try:
+        with os.scandir(directory) as it:
+            return next(it, None) is not None
+    except OSError:
+        return False
 
 
 def _sort_date(taken_at: str | None, mtime_ns: int) -> float:

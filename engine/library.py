@@ -75,6 +75,20 @@ class FolderInfo:
     path: str
     online: bool
     photo_count: int
+    offline_since: datetime | None = None  # when the folder was first found offline
+    # Mount points inside the folder that are unmounted or empty (their photos offline).
+    offline_mounts: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "online": self.online,
+            "photo_count": self.photo_count,
+            "offline_since": (
+                self.offline_since.isoformat(timespec="seconds") if self.offline_since else None
+            ),
+            "offline_mounts": self.offline_mounts,
+        }
 
 
 @dataclass
@@ -95,7 +109,7 @@ class LibraryStatus:
             "offline_folders": self.offline_folders,
             "offline_photos": self.offline_photos,
             "failures": self.failures,
-            "folders": [f.__dict__ for f in self.folders],
+            "folders": [f.to_json() for f in self.folders],
         }
 
 
@@ -283,22 +297,38 @@ class Library:
             raise FolderNotFoundError(f"folder not found: {folder.absolute()}")
         self.catalog.add_folder(str(folder.resolve()))
 
-    def remove_folder(self, path: Path | str) -> None:
+    def remove_folder(self, path: Path | str) -> int:
+        """Forget a folder and its photos (the files are untouched), e.g. one deleted for
+        good, which otherwise stays offline; returns how many photos were forgotten."""
         self._require_writable()
-        target = str(Path(path).expanduser().resolve())
+        given = Path(path).expanduser()
+        targets = {os.path.abspath(given), str(given.resolve())}
         with self._pass_lock:
-            match = [f for f in self.catalog.folders() if f.path == target]
+            match = [f for f in self.catalog.folders() if f.path in targets]
             if not match:
-                raise FolderNotFoundError(f"folder is not in the library: {target}")
+                raise FolderNotFoundError(f"folder is not in the library: {given.absolute()}")
             ids = self.catalog.forget_folder(match[0].id)
             self.vector_index.mark_deleted(ids)
             self._save_index()
+            return len(ids)
 
     def folders(self) -> list[FolderInfo]:
         counts = self.catalog.folder_photo_counts()
-        return [
-            FolderInfo(f.path, f.online, counts.get(f.id, 0)) for f in self.catalog.folders()
-        ]
+        since = self.catalog.folder_offline_since()
+        out = []
+        for f in self.catalog.folders():
+            went = since.get(f.id) if not f.online else None
+            mounts = self.catalog.mount_points(f.id)
+            out.append(
+                FolderInfo(
+                    f.path,
+                    f.online,
+                    counts.get(f.id, 0),
+                    datetime.fromtimestamp(went) if went is not None else None,
+                    sorted(m for m, gone in mounts.items() if gone is not None),
+                )
+            )
+        return out
 
     # -- indexing ----------------------------------------------------------------------
 
