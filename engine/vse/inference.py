@@ -15,6 +15,7 @@ from PIL import Image
 
 from engine.settings import DEFAULT_WEAK_MATCH_THRESHOLD
 from engine.vse.checkpoint import load_checkpoint
+from engine.vse.multilingual import DEFAULT_HEAD, embed_routed, load_multilingual_tower
 from engine.vse.preprocess import prepare_eval
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ class VSEEmbedder:
             calib.get("weak_match_threshold", DEFAULT_WEAK_MATCH_THRESHOLD)
         )
         self.caption_bank_path: Path | None = caption_bank_path
+        # queries in other languages: a USE tower into this model's space, or None (English only)
+        self.multilingual = load_multilingual_tower(
+            DEFAULT_HEAD, self.model_id, int(model.config.embed_dim), caption_bank_path
+        )
         bb = model.img.backbone
         self._mean, self._std, self._size = bb.mean, bb.std, model.config.image_size
         self._lock = threading.Lock()
@@ -87,7 +92,7 @@ class VSEEmbedder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         with self._lock, torch.autocast(self.device.type, enabled=self.device.type == "cuda", dtype=torch.float16):
-            out = self.model.embed_texts(list(texts))
+            out = embed_routed(self.model, self.multilingual, texts)
         return self._joint(self.model.text_vectors, out)
 
     def _joint(self, to_vectors, unit: torch.Tensor) -> np.ndarray:  # type: ignore[no-untyped-def]

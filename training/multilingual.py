@@ -1,0 +1,359 @@
+"""Train and evaluate the multilingual query head (engine/vse/multilingual.py).
+
+The head maps frozen USE-multilingual sentence vectors into the shipped model's joint space,
+so photo vectors already in a library answer queries in any of USE's 16 languages without
+re-embedding. It is trained on English captions only (f30k8k_train); USE's cross-language
+alignment carries the other languages. Targets come from the shipped model itself: its unit
+image embedding of the caption's photo and its unit text embedding of the caption.
+
+    python -m training.multilingual cache    # shipped-model targets + USE features -> cache/
+    python -m training.multilingual train    # fit heads, choose on f30k8k_val, write the asset
+    python -m training.multilingual evaluate # public test: tests/data/f8k_extra_zh.jsonl, once
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.vse.model import VSEModel
+from engine.vse.multilingual import MultilingualHead, USEEncoder, use_record
+from training.data import CaptionDataset, load_jsonl
+from training.evaluate import embed_captions, embed_dataset_images
+from training.metrics import ranks_from_sims
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+DEFAULT_CACHE = ROOT / "cache" / "multilingual"
+
+
+def _split_dir(cache: Path, model_id: str, split: str) -> Path:
+    return cache / model_id / split
+
+
+def cache_targets(model: VSEModel, model_id: str, ds: CaptionDataset, cache: Path, split: str) -> Path:
+    """The shipped model's unit image and text embeddings of one split (fp16, computed once:
+    the image side runs the backbone on every photo, minutes on two cores)."""
+    out = _split_dir(cache, model_id, split)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [it.path.name for it in ds.items]
+    images_file, texts_file = out / "images.npy", out / "texts.npy"
+    meta = out / "meta.json"
+    if meta.exists() and json.loads(meta.read_text()).get("images") == names:
+        if images_file.exists() and texts_file.exists():
+            return out
+    t0 = time.time()
+    txt = embed_captions(model, ds.captions)
+    np.save(texts_file, txt.astype(np.float16))
+    log.info("%s: %d caption embeddings in %.0f s", split, len(txt), time.time() - t0)
+    t0 = time.time()
+    img = embed_dataset_images(model, [it.path for it in ds.items], torch.device("cpu"))
+    np.save(images_file, img.astype(np.float16))
+    log.info("%s: %d image embeddings in %.0f s", split, len(img), time.time() - t0)
+    meta.write_text(json.dumps({"images": names, "caption_image": ds.caption_image}))
+    return out
+
+
+def cache_use_features(encoder: USEEncoder, texts: Sequence[str], path: Path) -> np.ndarray:
+    """USE vectors of `texts`, cached in `path` (float32) next to the texts they belong to."""
+    key = path.with_suffix(".texts.json")
+    if path.exists() and key.exists() and json.loads(key.read_text()) == list(texts):
+        return np.load(path)
+    t0 = time.time()
+    feats = encoder.encode(list(texts))
+    np.save(path, feats)
+    key.write_text(json.dumps(list(texts), ensure_ascii=False))
+    log.info("%s: %d USE vectors in %.0f s", path.name, len(feats), time.time() - t0)
+    return feats
+
+
+@dataclass
+class SplitArrays:
+    """One split's training/eval arrays: USE vectors of every caption, the shipped model's unit
+    text embedding of the same captions, unit image embeddings, caption -> image index."""
+
+    use: np.ndarray
+    texts: np.ndarray
+    images: np.ndarray
+    caption_image: np.ndarray
+
+
+def load_split(cache: Path, model_id: str, split: str, encoder: USEEncoder) -> SplitArrays:
+    out = _split_dir(cache, model_id, split)
+    meta = json.loads((out / "meta.json").read_text())
+    ds = load_jsonl(DATA / split)
+    if meta["images"] != [it.path.name for it in ds.items]:
+        raise RuntimeError(f"{out} was cached for another image list; rerun `cache`")
+    return SplitArrays(
+        use=cache_use_features(encoder, ds.captions, out / "use.npy"),
+        texts=np.load(out / "texts.npy").astype(np.float32),
+        images=np.load(out / "images.npy").astype(np.float32),
+        caption_image=np.asarray(meta["caption_image"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The head and its training
+
+
+@dataclass
+class HeadOptions:
+    kind: str = "mlp"  # linear | mlp (linear + GELU MLP residual, starts as the linear map)
+    hidden: int = 1024
+    epochs: int = 30
+    batch: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    dropout: float = 0.1  # on the USE input (the head's only regulariser besides early stop)
+    # loss = w_image * InfoNCE(text -> photo) + w_text * InfoNCE(text -> its MiniLM embedding)
+    #        + w_cos * (1 - cos(head, MiniLM embedding))
+    w_image: float = 1.0
+    w_text: float = 1.0
+    w_cos: float = 0.0
+    temperature: float = 0.05
+    seed: int = 0
+
+
+class TrainableHead(nn.Module):
+    """The training twin of engine.vse.multilingual.MultilingualHead (same arithmetic)."""
+
+    def __init__(self, in_dim: int, out_dim: int, opts: HeadOptions) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_dim, out_dim)
+        self.drop = nn.Dropout(opts.dropout)
+        self.mlp: nn.Sequential | None = None
+        if opts.kind == "mlp":
+            self.mlp = nn.Sequential(nn.Linear(in_dim, opts.hidden), nn.GELU(), nn.Linear(opts.hidden, out_dim))
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+        elif opts.kind != "linear":
+            raise ValueError(f"unknown head kind {opts.kind!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(x)
+        y = self.fc(x)
+        if self.mlp is not None:
+            y = y + self.mlp(x)
+        return F.normalize(y, dim=-1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"fc_w": self.fc.weight, "fc_b": self.fc.bias}
+        if self.mlp is not None:
+            out.update(mlp1_w=self.mlp[0].weight, mlp1_b=self.mlp[0].bias,
+                       mlp2_w=self.mlp[2].weight, mlp2_b=self.mlp[2].bias)
+        return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+
+def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean cross-entropy of row i of `queries` picking row i of `keys` among all rows."""
+    logits = queries @ keys.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(queries)))
+
+
+def _epoch_batches(caption_image: np.ndarray, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Every caption once, in batches that hold at most one caption per photo, so no batch
+    has a second positive posing as a negative."""
+    by_image: dict[int, list[int]] = {}
+    for j, i in enumerate(caption_image):
+        by_image.setdefault(int(i), []).append(j)
+    for caps in by_image.values():
+        rng.shuffle(caps)
+    rounds = max(len(c) for c in by_image.values())
+    out = []
+    for r in range(rounds):
+        picks = np.array([c[r] for c in by_image.values() if r < len(c)])
+        rng.shuffle(picks)
+        out.extend(picks[s : s + batch] for s in range(0, len(picks), batch))
+    rng.shuffle(out)
+    return out
+
+
+@dataclass
+class ValSet:
+    """Queries (USE vectors) whose right answer is image `target[k]` among `images`."""
+
+    name: str
+    use: np.ndarray
+    target: np.ndarray
+
+
+def t2i_recalls(
+    model: VSEModel, query_units: np.ndarray, image_units: np.ndarray, target: np.ndarray
+) -> dict[str, float]:
+    """t2i R@1/5/10 (percent) and their sum with the model's bank-normalised scores."""
+    with torch.no_grad():
+        q = model.text_query_vectors(torch.from_numpy(query_units).float()).numpy()
+        g = model.image_vectors(torch.from_numpy(image_units).float()).numpy()
+    sims = g @ q.T  # (n_images, n_queries)
+    _, t2i = ranks_from_sims(sims, target)
+    r = {f"r{k}": float(100 * np.mean(t2i < k)) for k in (1, 5, 10)}
+    r["rsum"] = r["r1"] + r["r5"] + r["r10"]
+    return r
+
+
+def train_head(
+    model: VSEModel, train: SplitArrays, val_images: np.ndarray, vals: Sequence[ValSet], opts: HeadOptions,
+) -> tuple[TrainableHead, list[dict[str, Any]]]:
+    """Fit one head; keeps the epoch with the best summed t2i rsum over `vals`."""
+    torch.manual_seed(opts.seed)
+    rng = np.random.default_rng(opts.seed)
+    head = TrainableHead(train.use.shape[1], train.texts.shape[1], opts)
+    opt = torch.optim.AdamW(head.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    use = torch.from_numpy(train.use)
+    texts = F.normalize(torch.from_numpy(train.texts), dim=-1)
+    images = F.normalize(torch.from_numpy(train.images), dim=-1)
+    cap_img = torch.from_numpy(train.caption_image)
+    steps = opts.epochs * len(_epoch_batches(train.caption_image, opts.batch, np.random.default_rng(0)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=steps, pct_start=0.1)
+    history: list[dict[str, Any]] = []
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    for epoch in range(1, opts.epochs + 1):
+        head.train()
+        t0, total = time.time(), 0.0
+        for idx in _epoch_batches(train.caption_image, opts.batch, rng):
+            b = torch.from_numpy(idx)
+            pred = head(use[b])
+            loss = torch.zeros(())
+            if opts.w_image:
+                loss = loss + opts.w_image * info_nce(pred, images[cap_img[b]], opts.temperature)
+            if opts.w_text:
+                loss = loss + opts.w_text * info_nce(pred, texts[b], opts.temperature)
+            if opts.w_cos:
+                loss = loss + opts.w_cos * (1 - (pred * texts[b]).sum(-1)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        head.eval()
+        row: dict[str, Any] = {"epoch": epoch, "loss": total / len(train.use), "seconds": time.time() - t0}
+        score = 0.0
+        with torch.no_grad():
+            for v in vals:
+                r = t2i_recalls(model, head(torch.from_numpy(v.use)).numpy(), val_images, v.target)
+                row[v.name] = r
+                score += r["rsum"]
+        row["score"] = score
+        history.append(row)
+        log.info("epoch %d loss %.4f %s", epoch, row["loss"],
+                 " ".join(f"{v.name} {row[v.name]['r1']:.1f}/{row[v.name]['r5']:.1f}/{row[v.name]['r10']:.1f}" for v in vals))
+        if best is None or score > best[0]:
+            best = (score, {k: v.clone() for k, v in head.state_dict().items()})
+    assert best is not None
+    head.load_state_dict(best[1])
+    return head, history
+
+
+def read_translations(path: Path) -> list[dict[str, str]]:
+    """tests/data/*_zh.jsonl lines: {"image", "en", "zh"}."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+VAL_ZH = ROOT / "tests" / "data" / "f30k8k_val_zh.jsonl"
+TEST_ZH = ROOT / "tests" / "data" / "f8k_extra_zh.jsonl"
+SMOKE = ROOT / "tests" / "data" / "multilingual_smoke.jsonl"
+
+
+def _val_sets(val: SplitArrays, encoder: USEEncoder, val_names: list[str]) -> list[ValSet]:
+    """English val captions through USE (all of them) and the hand-written Chinese ones."""
+    rows = read_translations(VAL_ZH)
+    index = {n: i for i, n in enumerate(val_names)}
+    zh = ValSet("val_zh", encoder.encode([r["zh"] for r in rows]), np.array([index[r["image"]] for r in rows]))
+    return [ValSet("val_en_use", val.use, val.caption_image), zh]
+
+
+def _load_shipped() -> tuple[VSEModel, str]:
+    from engine.settings import DEFAULT_CHECKPOINT
+    from engine.vse.checkpoint import load_checkpoint
+
+    model, ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
+    return model, ckpt["model_id"]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    opts = HeadOptions(**{k: getattr(args, k) for k in asdict(HeadOptions()) if getattr(args, k, None) is not None})
+    model, model_id = _load_shipped()
+    encoder = USEEncoder()
+    train = load_split(args.cache, model_id, "f30k8k_train", encoder)
+    val = load_split(args.cache, model_id, "f30k8k_val", encoder)
+    val_names = json.loads((_split_dir(args.cache, model_id, "f30k8k_val") / "meta.json").read_text())["images"]
+    vals = _val_sets(val, encoder, val_names)
+    # the English tower on the same val queries, for scale
+    minilm = t2i_recalls(model, val.texts, val.images, val.caption_image)
+    zh_rows = read_translations(VAL_ZH)
+    index = {n: i for i, n in enumerate(val_names)}
+    first_caption = {int(i): j for j, i in reversed(list(enumerate(val.caption_image)))}
+    zh_en = [first_caption[index[r["image"]]] for r in zh_rows]
+    minilm_zh_en = t2i_recalls(model, val.texts[zh_en], val.images, vals[1].target)
+    log.info("English tower on val: all captions %s; the val_zh captions in English %s", minilm, minilm_zh_en)
+    t0 = time.time()
+    head, history = train_head(model, train, val.images, vals, opts)
+    best = max(history, key=lambda r: r["score"])
+    summary = {
+        "options": asdict(opts),
+        "best_epoch": best["epoch"],
+        "val": {v.name: best[v.name] for v in vals},
+        "val_english_tower": {"val_en": minilm, "val_zh_in_english": minilm_zh_en},
+        "train_seconds": round(time.time() - t0, 1),
+    }
+    print(json.dumps(summary, indent=1))
+    if args.log:
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        args.log.write_text(json.dumps({"summary": summary, "history": history}, indent=1))
+    if args.out:
+        meta = {
+            "model_id": model_id,
+            "encoder": use_record(),
+            "head": opts.kind,
+            "training": {"data": "f30k8k_train (English captions)", "chosen_on": "f30k8k_val",
+                         **summary},
+        }
+        MultilingualHead.write(args.out, head.arrays(), meta)
+        log.info("wrote %s (%.1f MB)", args.out, args.out.stat().st_size / 1e6)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--threads", type=int, default=1)
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("cache", help="cache shipped-model targets and USE features")
+    c.add_argument("--splits", default="f30k8k_val,f30k8k_train")
+    t = sub.add_parser("train", help="fit a head on f30k8k_train, best epoch on f30k8k_val")
+    for f, v in asdict(HeadOptions()).items():
+        t.add_argument("--" + f.replace("_", "-"), dest=f, type=type(v), default=None)
+    t.add_argument("--out", type=Path, default=None, help="write the head asset here")
+    t.add_argument("--log", type=Path, default=None, help="write the per-epoch history here (json)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    if args.command == "cache":
+        model, model_id = _load_shipped()
+        encoder = USEEncoder()
+        for split in args.splits.split(","):
+            ds = load_jsonl(DATA / split)
+            out = cache_targets(model, model_id, ds, args.cache, split)
+            cache_use_features(encoder, ds.captions, out / "use.npy")
+        return 0
+    if args.command == "train":
+        return run_train(args)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
