@@ -42,4 +42,4 @@ clean:
 
 # Retrain the shipped model from ../shared/data (CPU: frozen backbone, cached features; long).
 default-model: install
-	$(PY) -m training.default_model
+	$(PY) main.py default-model

@@ -1,16 +1,23 @@
-"""Command-line subcommands from training/: train, evaluate, compare-losses."""
+"""Training commands, the one training parser: train, evaluate, compare-losses, calibrate,
+default-model.
+
+`train` and `compare-losses` turn their flags into a `training.recipes.Recipe`; `default-model`
+trains the shipped recipe, `DEFAULT_RECIPE`. All of them run it through `training.run`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
+import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from engine.errors import PhotosearchError
+from engine.settings import CAPTION_BANK, DEFAULT_CHECKPOINT
 from engine.vse.backbones import BACKBONES
 from engine.vse.model import TEXT_ENCODERS, VSEConfig
 
@@ -40,20 +47,30 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="VSE++ hinge with hardest (mh) or summed (sh) negatives; infonce = softmax")
     p.add_argument("--margin", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="pairs per step (per process under torchrun; the loss sees all processes' pairs)")
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr-scale", type=float, default=0.1,
+                   help="learning-rate factor for pretrained weights that train (tuned layers/blocks, --finetune)")
     p.add_argument("--lr-decay-epoch", type=int, default=None, help="halve lr here (default midpoint)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
     p.add_argument("--text-dropout", type=float, default=0.0, help="word/token dropout on captions")
     p.add_argument("--feat-dropout", type=float, default=0.0)
-    p.add_argument("--early-stop", type=int, default=0)
+    p.add_argument("--early-stop", type=int, default=0,
+                   help="stop after N epochs without val improvement (0 = never)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-cache", action="store_true",
                    help="frozen backbone: decode images every step instead of caching features")
     p.add_argument("--views", default="orig,flip", help="cached augmented views (frozen backbone)")
+    p.add_argument("--text-cache", default="hidden", choices=("hidden", "pooled"),
+                   help="with cached features, MiniLM: cache token states below the trained/pooled "
+                        "layers (hidden) or each pooled layer's output (pooled: only the head trains; "
+                        "needs --tuned-layers 0 and --text-dropout 0)")
     p.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op CPU threads (default: torch's; feature caching uses 2)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -65,6 +82,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bank-size", type=int, default=4096,
                    help="after training, fit bank normalisation with this many training captions "
                         "and images, keeping it only if it raises val rsum (0 = off)")
+    p.add_argument("--test", type=Path, default=None,
+                   help="also report rsum on this set after training (never used for any choice)")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("evaluate", help="retrieval metrics of a model on a caption dataset")
@@ -81,17 +100,61 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out-dir", required=True, type=Path)
     p.set_defaults(func=cmd_compare_losses)
 
+    p = subparsers.add_parser(
+        "calibrate", help="re-calibrate a checkpoint's weak-match threshold on a validation set, in place"
+    )
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path, help="validation set (never the test set)")
+    p.add_argument("--images", type=Path)
+    p.set_defaults(func=cmd_calibrate)
 
-def _config(args: argparse.Namespace) -> VSEConfig:
-    return VSEConfig(
+    p = subparsers.add_parser(
+        "default-model", help="retrain the shipped model from ../shared/data (make default-model)",
+        description="Train training.recipes.DEFAULT_RECIPE on DATA_ROOT/f30k8k_train (epochs chosen "
+                    "on f30k8k_val), fit its bank and calibrate on f30k8k_val, and write the checkpoint "
+                    "and the caption bank. f8k_extra is never read.",
+    )
+    p.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    p.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
+    p.add_argument("--run", type=Path, default=Path("cache/runs/default.pt"),
+                   help="the training run's checkpoint, with its logs beside it")
+    p.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--caption-bank", type=Path, default=CAPTION_BANK)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-train", type=Path, default=None,
+                   help="ship an existing training run (bank, calibration) instead of training")
+    p.set_defaults(func=cmd_default_model)
+
+
+def recipe_from_args(args: argparse.Namespace, loss: str | None = None) -> Any:
+    """The `Recipe` a train/compare-losses command line describes."""
+    from training.recipes import Recipe
+    from training.train import TrainOptions
+
+    minilm = args.text_encoder == "minilm"
+    config = VSEConfig(
         backbone=args.backbone, finetune=args.finetune, pooling=args.pooling, fusion=args.fusion,
         tuned_blocks=0 if args.finetune else args.tuned_blocks,
         img_head=args.img_head, text_encoder=args.text_encoder, text_head=args.text_head,
-        tuned_layers=args.tuned_layers if args.text_encoder == "minilm" else 0,
-        text_pool_layers=args.text_pool_layers if args.text_encoder == "minilm" else 1,
+        tuned_layers=args.tuned_layers if minilm else 0,
+        text_pool_layers=args.text_pool_layers if minilm else 1,
         embed_dim=args.embed_dim, feat_dropout=args.feat_dropout, image_size=args.image_size,
-        grid_positions=-(-args.image_size // 32) ** 2,
+        grid_positions=(-(-args.image_size // 32)) ** 2,
     )
+    options = TrainOptions(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_scale_pretrained=args.lr_scale,
+        lr_decay_epoch=args.lr_decay_epoch, weight_decay=args.weight_decay, warmup_steps=args.warmup,
+        margin=args.margin, loss=loss or args.loss, max_steps=args.max_steps, workers=args.workers,
+        seed=args.seed, views=tuple(args.views.split(",")), text_dropout=args.text_dropout,
+        early_stop=args.early_stop,
+    )
+    try:
+        return Recipe(
+            model=config, options=options, cached_features=not (args.finetune or args.no_cache),
+            text_cache=args.text_cache, bank_size=getattr(args, "bank_size", 0),
+        )
+    except ValueError as exc:
+        raise PhotosearchError(str(exc)) from exc
 
 
 def _datasets(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -107,91 +170,41 @@ def _datasets(args: argparse.Namespace) -> tuple[Any, Any]:
     return train_ds, val_ds
 
 
-def _prepare_caches(args: argparse.Namespace, config: VSEConfig, train_ds: Any, val_ds: Any) -> dict[str, Any]:
-    """Frozen backbone: cache backbone features (and MiniLM lower-layer states) once."""
-    if config.finetune or args.no_cache:
-        return {}
-    from training.features import cache_features
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
 
-    def key(ds: Any) -> str:
-        h = hashlib.sha256("\n".join(str(it.path) for it in ds.items).encode()).hexdigest()[:10]
-        return f"{config.backbone}-{config.image_size}/{h}"
-
-    out: dict[str, Any] = {}
-    tdir = args.cache_dir / key(train_ds)
-    cache_features(config.backbone, [it.path for it in train_ds.items], tdir, args.views.split(","),
-                   config.tuned_blocks, size=config.image_size)
-    out["cache_dir"] = str(tdir)
-    if val_ds is not None:
-        vdir = args.cache_dir / key(val_ds)
-        cache_features(config.backbone, [it.path for it in val_ds.items], vdir, ["orig"],
-                       config.tuned_blocks, size=config.image_size)
-        out["val_cache"] = vdir
-    if config.text_encoder == "minilm":
-        from engine.vse.text_encoders import MiniLMTextEncoder
-        from training.text_cache import build_hidden_cache
-
-        # the cache holds the states the trained part starts from: below the tuned layers
-        # and below the lowest pooled layer
-        upto = min(6 - config.tuned_layers, 6 - config.text_pool_layers + 1)
-        out["text_cache"] = build_hidden_cache(
-            MiniLMTextEncoder(config.embed_dim, 0), train_ds.captions, upto,
-            args.cache_dir / f"{key(train_ds)}-minilm-l{upto}.npz",
-        )
-    return out
-
-
-def _prepare(args: argparse.Namespace) -> tuple[VSEConfig, Any, Any, dict[str, Any]]:
-    """Config, train/val datasets and feature caches, once per command."""
-    config = _config(args)
-    train_ds, val_ds = _datasets(args)
-    return config, train_ds, val_ds, _prepare_caches(args, config, train_ds, val_ds)
-
-
-def _run_training(
-    args: argparse.Namespace, out: Path, loss: str, prepared: tuple[VSEConfig, Any, Any, dict[str, Any]]
-) -> dict[str, Any]:
-    from training.train import TrainOptions, train
-
-    config, train_ds, val_ds, caches = prepared
-    opts = TrainOptions(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay_epoch=args.lr_decay_epoch,
-        weight_decay=args.weight_decay, warmup_steps=args.warmup, margin=args.margin, loss=loss,
-        max_steps=args.max_steps, workers=args.workers, seed=args.seed,
-        cache_dir=caches.get("cache_dir"), views=tuple(args.views.split(",")),
-        text_dropout=args.text_dropout, early_stop=args.early_stop,
-    )
-    return train(
-        config, train_ds, val_ds, out, opts, resume=getattr(args, "resume", False),
-        val_cache=caches.get("val_cache"), text_cache=caches.get("text_cache"),
-        progress=sys.stderr.isatty(),
-    )
+        torch.set_num_threads(threads)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     logging.getLogger("training").setLevel(logging.INFO)
-    from training.train import dist_info
+    from training.distributed import dist_info
+    from training.run import prepare, run_recipe
 
-    prepared = _prepare(args)
-    summary = _run_training(args, args.out, args.loss, prepared)
-    result = {"checkpoint": str(args.out), "best_val_rsum": summary["best_rsum"]}
-    _, train_ds, val_ds, caches = prepared
-    if args.bank_size > 0 and val_ds is not None and args.out.exists() and dist_info()[0] == 0:
-        from training.bank import add_bank_to_checkpoint
+    _set_threads(args.threads)
+    recipe = recipe_from_args(args)
+    train_ds, val_ds = _datasets(args)
+    data = prepare(recipe, train_ds, val_ds, args.cache_dir, threads=args.threads or 2)
+    summary = run_recipe(recipe, data, args.out, resume=args.resume, progress=sys.stderr.isatty())
+    if dist_info()[0] != 0:
+        return 0  # rank 0 reports
+    result: dict[str, Any] = {"checkpoint": str(args.out), "best_val_rsum": summary["best_rsum"]}
+    if "bank" in summary:
+        result["bank_beta"] = summary["bank"]["beta"]
+        result["val_rsum_with_bank"] = max(summary["bank"]["val_rsum_by_beta"].values())
+    if args.test is not None:
+        from engine.vse.checkpoint import load_checkpoint
+        from training.data import load_dataset
+        from training.evaluate import evaluate_model
 
-        report = add_bank_to_checkpoint(
-            args.out, train_ds, val_ds, args.bank_size,
-            train_cache=Path(caches["cache_dir"]) if "cache_dir" in caches else None,
-            val_cache=caches.get("val_cache"),
-        )
-        result["bank_beta"] = report["beta"]
-        result["val_rsum_with_bank"] = max(report["val_rsum_by_beta"].values())
+        model, _ = load_checkpoint(args.out)
+        result["test_rsum"] = evaluate_model(model, load_dataset(args.test, split="test", images=args.images))["rsum"]
     print(json.dumps(result))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from engine.settings import DEFAULT_CHECKPOINT
     from engine.vse.checkpoint import load_checkpoint
     from training.data import load_dataset
     from training.evaluate import evaluate_model
@@ -216,13 +229,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_compare_losses(args: argparse.Namespace) -> int:
     from training.plots import plot_compare
+    from training.run import prepare, run_recipe
 
     logging.getLogger("training").setLevel(logging.INFO)
+    _set_threads(args.threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = _prepare(args)
+    recipe = recipe_from_args(args)
+    train_ds, val_ds = _datasets(args)
+    data = prepare(recipe, train_ds, val_ds, args.cache_dir, threads=args.threads or 2)
     results = {}
     for loss in ("mh", "sh"):
-        results[loss] = _run_training(args, args.out_dir / f"{loss}.pt", loss, prepared)
+        recipe = replace(recipe_from_args(args, loss=loss), bank_size=0)
+        results[loss] = run_recipe(recipe, data, args.out_dir / f"{loss}.pt", progress=sys.stderr.isatty())
     rows = []
     for loss, res in results.items():
         hist = [h for h in res["history"] if "rsum" in h]
@@ -244,4 +262,40 @@ def cmd_compare_losses(args: argparse.Namespace) -> int:
     (args.out_dir / "compare_losses.md").write_text(table + "\n")
     plot_compare({k.upper(): v["history"] for k, v in results.items()}, args.out_dir / "compare_losses.png")
     print(table)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from training.calibrate import recalibrate_checkpoint
+    from training.data import load_dataset
+
+    if not args.checkpoint.exists():
+        raise PhotosearchError(f"model checkpoint {args.checkpoint} does not exist")
+    calib = recalibrate_checkpoint(args.checkpoint, load_dataset(args.data, split="val", images=args.images))
+    print(json.dumps(calib))
+    return 0
+
+
+def cmd_default_model(args: argparse.Namespace) -> int:
+    from training.data import load_dataset
+    from training.recipes import DEFAULT_RECIPE
+    from training.run import PreparedData, feature_cache_dir, fit_bank, prepare, run_recipe
+    from training.ship import ship_checkpoint
+
+    logging.getLogger("training").setLevel(logging.INFO)
+    _set_threads(args.threads)
+    recipe = DEFAULT_RECIPE
+    train_ds = load_dataset(args.data_root / "f30k8k_train")
+    val_ds = load_dataset(args.data_root / "f30k8k_val")
+    if args.skip_train is None:
+        data = prepare(recipe, train_ds, val_ds, args.cache_dir, threads=args.threads)
+        run_recipe(recipe, data, args.run)
+    else:
+        # feature caches are used when an earlier run left them, never computed for this
+        data = PreparedData(train_ds, val_ds, feature_cache_dir(recipe, train_ds, args.cache_dir),
+                            feature_cache_dir(recipe, val_ds, args.cache_dir))
+        args.run.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(args.skip_train, args.run)
+        fit_bank(recipe, data, args.run)
+    print(json.dumps(ship_checkpoint(args.run, train_ds, val_ds, args.out, args.caption_bank)))
     return 0

@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from training.data import CaptionDataset
 
 log = logging.getLogger(__name__)
 
@@ -47,41 +50,33 @@ def weak_match_threshold(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Re-calibrate a checkpoint's weak-match threshold on a validation set in place.
-
-    Only the calibration entry changes; the weights and so the model id stay the same."""
-    import argparse
+def recalibrate_checkpoint(checkpoint: Path, ds: CaptionDataset) -> dict[str, Any]:
+    """Re-calibrate a checkpoint's weak-match threshold on a validation set, in place
+    (`python main.py calibrate`). Only the calibration entry changes; the weights and so the
+    model id stay the same."""
     import os
     import shutil
 
     import torch
 
     from engine.vse.checkpoint import load_checkpoint
-    from training.data import load_dataset
     from training.evaluate import embed_captions, embed_dataset_images, joint_vectors
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True, help="validation set (never the test set)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    model, _meta = load_checkpoint(args.checkpoint)
-    ds = load_dataset(args.data)
+    model, _meta = load_checkpoint(checkpoint)
     img = embed_dataset_images(model, [it.path for it in ds.items])
     txt = embed_captions(model, ds.captions)
     img, txt = joint_vectors(model, img, txt, texts_as_queries=True)
     calib = weak_match_threshold(img @ txt.T, ds.caption_image)
-    calib["calibrated_on"] = args.data.name
-    raw = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    calib["calibrated_on"] = ds.name
+    raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
     raw["calibration"] = calib
-    tmp = args.checkpoint.with_suffix(".tmp.pt")
+    tmp = checkpoint.with_suffix(".tmp.pt")
     torch.save(raw, tmp)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
-    shutil.move(tmp, args.checkpoint)
-    log.info("calibration of %s: %s", args.checkpoint, calib)
-    return 0
+    shutil.move(tmp, checkpoint)
+    log.info("calibration of %s: %s", checkpoint, calib)
+    return calib
 
 
 def write_caption_bank(captions: Sequence[str], path: Path) -> int:
@@ -99,6 +94,3 @@ def write_caption_bank(captions: Sequence[str], path: Path) -> int:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(lines)
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -14,6 +14,7 @@ from PIL import Image
 
 from engine.vse.model import VSEModel
 from engine.vse.preprocess import prepare_eval
+from training.batches import CachedImageFeatures, CachedTailInputs
 from training.data import CaptionDataset
 from training.metrics import metrics_from_embeddings
 
@@ -37,16 +38,16 @@ def embed_dataset_images(
         if names == [p.name for p in paths] and tail_ready:
             grid, stages = load_cached(feature_cache, "orig")
             if n_tuned:
-                from training.features import load_tail_inputs
+                from training.features import early_stage_channels, load_tail_inputs
 
                 grid = load_tail_inputs(feature_cache, "orig", n_tuned)
-                stages = stages[:, : model.img.early_stage_channels(n_tuned)]
+                stages = stages[:, : early_stage_channels(model.img.backbone, n_tuned)]
+            cached = CachedTailInputs if n_tuned else CachedImageFeatures
             out = []
             for s in range(0, len(grid), 256):
                 g = torch.from_numpy(np.array(grid[s : s + 256])).to(device)
                 st = torch.from_numpy(np.array(stages[s : s + 256])).to(device)
-                emb = model.embed_tail(g, st) if n_tuned else model.embed_features(g, st)
-                out.append(emb.float().cpu().numpy())
+                out.append(cached(g, st).embed(model).float().cpu().numpy())
             return np.concatenate(out)
         log.warning("feature cache %s does not match the image list: embedding pixels", feature_cache)
     bb = model.img.backbone

@@ -11,7 +11,6 @@ Layout under `out_dir/<split name>/`: `grid_<view>.npy` (N, C, H, W), `stages_<v
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.vse.backbones import build_backbone
+from engine.vse.backbones import Backbone, build_backbone
 from engine.vse.preprocess import eval_transform_pil, to_normalized_array
 
 log = logging.getLogger(__name__)
@@ -165,6 +164,13 @@ def cache_features(
         extract_tail_inputs(backbone_name, image_paths, out_dir, tuned_blocks, views, size=size, threads=threads)
 
 
+def early_stage_channels(backbone: Backbone, tuned_blocks: int) -> int:
+    """Width of the pooled stage maps tapped before the last `tuned_blocks` blocks: the part of
+    `stages_<view>.npy` that stays valid when those blocks are trained."""
+    first = len(backbone.blocks) - tuned_blocks
+    return sum(c for t, c in zip(backbone._taps, backbone.stage_channels, strict=True) if t < first)
+
+
 def load_cached(out_dir: Path, view: str) -> tuple[np.ndarray, np.ndarray]:
     """Memory-map a finished view: (grid, stages)."""
     if not (out_dir / f"done_{view}").exists():
@@ -181,28 +187,3 @@ def load_tail_inputs(out_dir: Path, view: str, tuned_blocks: int) -> np.ndarray:
     if not (out_dir / f"done_{tag}").exists():
         raise FileNotFoundError(f"{tag} not cached in {out_dir} (training.features.extract_tail_inputs)")
     return np.load(out_dir / f"{tag}.npy", mmap_mode="r")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from training.data import load_dataset
-
-    ap = argparse.ArgumentParser(description="cache frozen-backbone features")
-    ap.add_argument("--data", required=True, type=Path)
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--backbone", default="efficientnet-lite2")
-    ap.add_argument("--views", default="orig")
-    ap.add_argument("--split", default=None)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    ds = load_dataset(args.data, split=args.split)
-    extract(
-        args.backbone, [it.path for it in ds.items], args.out, args.views.split(","),
-        threads=args.threads,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-

@@ -4,7 +4,7 @@ VSE++ recipe by default: Adam lr 2e-4 halved at the midpoint, grad clip 2.5, bat
 margin 0.2, MH loss, 30 epochs. Every epoch is one pass over all training captions, each with
 its image. Validation every epoch (R@K both directions, rsum); the best-rsum model is written
 to `out`, a resume file beside it, a CSV/JSON log and PNG curves.
-CUDA + AMP when available; DDP when launched by torchrun (WORLD_SIZE > 1).
+CUDA + AMP when available; DDP when launched by torchrun (WORLD_SIZE > 1, training/distributed.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import csv
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -32,8 +31,20 @@ from engine.vse.checkpoint import save_checkpoint
 from engine.vse.model import VSEConfig, VSEModel
 from engine.vse.text_encoders import GRUTextEncoder, MiniLMTextEncoder, tokenize
 from training.augment import train_transform
+from training.batches import (
+    Batch,
+    CachedImageFeatures,
+    CachedTailInputs,
+    CachedTokenStates,
+    CaptionTexts,
+    PixelImages,
+    PooledTextFeatures,
+    TrainingStep,
+)
 from training.data import CaptionDataset
+from training.distributed import broadcast_flag, setup_distributed
 from training.evaluate import evaluate_model
+from training.features import early_stage_channels
 from training.loss import ContrastiveLoss, InfoNCELoss
 
 log = logging.getLogger(__name__)
@@ -86,27 +97,6 @@ def build_vocab(captions: list[str], min_count: int = 1) -> tuple[list[str], dic
     return words, stats
 
 
-# ---------------------------------------------------------------- distributed
-
-
-def dist_info() -> tuple[int, int, int]:
-    """(rank, local_rank, world) from torchrun's environment; (0, 0, 1) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
-
-
-def setup_distributed() -> tuple[int, int, torch.device]:
-    rank, local, world = dist_info()
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
 # ---------------------------------------------------------------- data feeding
 
 
@@ -148,7 +138,7 @@ class CachedFeed:
         self.views = []
         # with tuned backbone blocks the "grid" slot holds the activations entering them, and
         # only the stage maps tapped before them are kept
-        self.key = "pre" if tuned_blocks > 0 else "grid"
+        self.tail = tuned_blocks > 0
         for v in views:
             g, s = load_cached(cache_dir, v)
             if tuned_blocks > 0:
@@ -162,22 +152,29 @@ class CachedFeed:
     def __len__(self) -> int:
         return len(self.captions)
 
-    def batches(self, order: np.ndarray, bs: int, rng: np.random.Generator) -> Iterator[dict]:
-        for start in range(0, len(order) - bs + 1, bs):  # drop the ragged last batch
-            idx = order[start : start + bs]
+    def batches(
+        self, order: np.ndarray, bs: int, rng: np.random.Generator, rank: int = 0, world: int = 1
+    ) -> Iterator[Batch]:
+        """Batches of `bs` pairs in `order`. Under torchrun every process walks the same order
+        and view draws (same `rng` seed) through batches of world * bs and takes its own
+        contiguous share, so the processes together see exactly one process's batches."""
+        step = bs * world
+        for start in range(0, len(order) - step + 1, step):  # drop the ragged last batch
+            share = slice(rank * bs, (rank + 1) * bs)
+            idx = order[start : start + step][share]
+            v = rng.integers(0, len(self.views), size=step)[share]
             imgs = self.cap_img[idx]
-            v = rng.integers(0, len(self.views), size=len(idx))
-            grid = np.stack([self.views[vi][0][j] for vi, j in zip(v, imgs, strict=True)])
-            stages = np.stack([self.views[vi][1][j] for vi, j in zip(v, imgs, strict=True)])
-            batch: dict[str, Any] = {self.key: torch.from_numpy(grid), "stages": torch.from_numpy(stages)}
+            grid = torch.from_numpy(np.stack([self.views[vi][0][j] for vi, j in zip(v, imgs, strict=True)]))
+            stages = torch.from_numpy(np.stack([self.views[vi][1][j] for vi, j in zip(v, imgs, strict=True)]))
+            images = CachedTailInputs(grid, stages) if self.tail else CachedImageFeatures(grid, stages)
             if isinstance(self.text_cache, np.ndarray):
-                batch["text_feats"] = torch.from_numpy(self.text_cache[idx])
+                texts: Any = PooledTextFeatures(torch.from_numpy(self.text_cache[idx]))
             elif self.text_cache is not None:
                 h, m = self.text_cache.batch(idx)
-                batch.update(hidden=h, mask=m, start=self.text_cache.upto)
+                texts = CachedTokenStates(h, m, self.text_cache.upto)
             else:
-                batch["texts"] = [self.captions[i] for i in idx]
-            yield batch
+                texts = CaptionTexts([self.captions[i] for i in idx])
+            yield Batch(images, texts)
 
 
 # ---------------------------------------------------------------- optimiser
@@ -231,7 +228,8 @@ def train(
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed + rank)
     random.seed(opts.seed + rank)
-    rng = np.random.default_rng(opts.seed + rank)
+    # the data order and view draws are the same on every process (CachedFeed.batches)
+    rng = np.random.default_rng(opts.seed)
     use_amp = device.type == "cuda"
 
     vocab, vocab_stats = (None, None)
@@ -266,10 +264,10 @@ def train(
         history = state["history"]
         log.info("resumed from %s at epoch %d", resume_path, start_epoch)
 
-    net: nn.Module = model
+    net: nn.Module = TrainingStep(model, criterion, use_amp)
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
+            net, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,
         )
 
@@ -279,7 +277,7 @@ def train(
             raise ValueError("precomputed features need a frozen backbone")
         feed = CachedFeed(
             train_ds, Path(opts.cache_dir), tuple(opts.views), text_cache, config.tuned_blocks,
-            model.img.early_stage_channels(config.tuned_blocks) if config.tuned_blocks else 0,
+            early_stage_channels(model.img.backbone, config.tuned_blocks) if config.tuned_blocks else 0,
         )
         n_pairs = len(feed)
     else:
@@ -301,22 +299,17 @@ def train(
         losses = []
         if cached:
             order = rng.permutation(n_pairs)
-            if world > 1:
-                order = order[rank::world]
-            iterator = feed.batches(order, opts.batch_size, rng)
-            total = len(order) // opts.batch_size
+            iterator: Iterator[Batch] = feed.batches(order, opts.batch_size, rng, rank, world)
+            total = len(order) // (opts.batch_size * world)
         else:
             if world > 1:
                 sampler.set_epoch(epoch)  # type: ignore[union-attr]
-            iterator = ({"images": x, "texts": t} for x, t in loader)
+            iterator = (Batch(PixelImages(x), CaptionTexts(t)) for x, t in loader)
             total = len(loader)
         bar = tqdm(iterator, total=total, desc=f"epoch {epoch + 1}/{opts.epochs}", disable=not progress or rank != 0, leave=False)
         for batch in bar:
             set_lr(optimizer, epoch, step, opts)
-            batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            with torch.autocast(device.type, enabled=use_amp, dtype=torch.float16):
-                im, s = net(**batch)
-            loss = criterion(im.float(), s.float())
+            loss = net(batch.to(device))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if opts.grad_clip > 0:
@@ -368,7 +361,8 @@ def train(
                 log.warning("could not plot curves: %s", exc)
         if opts.max_steps and step >= opts.max_steps:
             break
-        if opts.early_stop and stale >= opts.early_stop:
+        # val runs on rank 0 only, so it decides for every process
+        if broadcast_flag(bool(opts.early_stop) and stale >= opts.early_stop):
             log.info("no val improvement for %d epochs: stopping", stale)
             break
     if world > 1:

@@ -1,4 +1,9 @@
-"""The VSE model: image and text encoders into one L2-normalised joint space."""
+"""The VSE model: image and text encoders into one L2-normalised joint space.
+
+Inference embeds pixels (`embed_images`) and caption strings (`embed_texts`). Training feeds
+other inputs as well (cached backbone features, cached MiniLM states); those, and the one
+forward per step that DistributedDataParallel needs, live in training/ (training/batches.py).
+"""
 
 from __future__ import annotations
 
@@ -194,49 +199,12 @@ class VSEModel(nn.Module):
         return self
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit embeddings of normalised pixel batches (B, 3, H, W) (engine/vse/preprocess.py)."""
         return F.normalize(self.img(images), dim=-1)
 
-    def embed_features(self, grid: torch.Tensor, stages: torch.Tensor | None) -> torch.Tensor:
-        return F.normalize(self.img.forward_features(grid, stages), dim=-1)
-
-    def embed_tail(self, pre: torch.Tensor, early_stages: torch.Tensor | None) -> torch.Tensor:
-        """From cached activations entering the tuned blocks (see VSEConfig.tuned_blocks)."""
-        return F.normalize(self.img.forward_tail_features(pre, early_stages, self.config.tuned_blocks), dim=-1)
-
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit embeddings of caption strings."""
         return F.normalize(self.txt(texts), dim=-1)
-
-    def forward(
-        self,
-        images: torch.Tensor | None = None,
-        grid: torch.Tensor | None = None,
-        stages: torch.Tensor | None = None,
-        texts: Sequence[str] | None = None,
-        hidden: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        start: int = 0,
-        text_feats: torch.Tensor | None = None,
-        pre: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One training step's embeddings. A single forward (rather than separate calls) is
-        what DistributedDataParallel needs to synchronise gradients. Images come either as
-        pixels or as cached backbone features; texts as strings or as cached MiniLM hidden
-        states after layer `start`."""
-        if images is not None:
-            im = self.embed_images(images)
-        elif pre is not None:
-            im = self.embed_tail(pre, stages)
-        else:
-            im = self.embed_features(grid, stages)
-        if texts is not None:
-            s = self.embed_texts(texts)
-        elif text_feats is not None:
-            # precomputed pooled MiniLM features (frozen transformer): only the head trains
-            s = F.normalize(self.txt.proj(text_feats), dim=-1)
-        else:
-            assert isinstance(self.txt, MiniLMTextEncoder)
-            s = F.normalize(self.txt.forward_hidden(hidden, mask, start), dim=-1)
-        return im, s
 
     def stored_keys(self) -> list[str]:
         """State-dict keys a checkpoint must hold: everything not re-read from a package."""

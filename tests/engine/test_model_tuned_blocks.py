@@ -1,5 +1,6 @@
-"""Tuning the last backbone blocks: the split forward equals the whole one, only the tail
-trains, and the checkpoint stores the tail (not the frozen package weights)."""
+"""Tuning the last backbone blocks: only the tail trains, and the checkpoint stores the tail
+(not the frozen package weights). That training from cached inputs to the tail equals the
+whole network is in tests/training/test_batches.py."""
 
 import pytest
 import torch
@@ -13,16 +14,6 @@ def model():
     torch.manual_seed(0)
     cfg = VSEConfig(backbone="efficientnet-lite0", fusion=True, img_head="mlp", tuned_blocks=2, embed_dim=16)
     return VSEModel(cfg).eval()
-
-
-def test_split_forward_equals_the_whole_network(model):
-    x = torch.randn(2, 3, 96, 96)
-    n = model.config.tuned_blocks
-    with torch.no_grad():
-        pre, early = model.img.backbone.forward_until(x, n)
-        early_pooled = torch.cat([s.mean(dim=(2, 3)) for s in early], dim=1)
-        assert early_pooled.shape[1] == model.img.early_stage_channels(n)
-        torch.testing.assert_close(model.embed_tail(pre, early_pooled), model.embed_images(x))
 
 
 def test_only_the_tail_of_the_backbone_trains(model):
