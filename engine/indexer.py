@@ -28,8 +28,10 @@ disk ends the pass with `DiskFullError`; every batch committed before it stays.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -51,6 +53,7 @@ from .catalog import (
     folder_prefix,
 )
 from .embedder import Embedder
+from .imaging import not_regular_file_reason
 from .pipeline import (
     EMBED,
     FAILED,
@@ -62,7 +65,15 @@ from .pipeline import (
     prepare_file,
     prepared_batches,
 )
-from .scanner import ScanEntry, is_hidden_path, is_photo_name, scan_folder
+from .scanner import (
+    ScanEntry,
+    ScanSkip,
+    is_hidden_path,
+    is_photo_name,
+    looks_like_photo_name,
+    scan_folder,
+    unsupported_reason,
+)
 from .vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -114,6 +125,9 @@ class _Scan:
     """The files a pass will look at, and the catalog rows they are compared with."""
 
     entries: dict[str, tuple[ScanEntry, int]] = field(default_factory=dict)
+    # photo-named paths (or folders) the scan could not pass on, and why; each becomes a
+    # failure with that reason (FIFOs, link loops, unsupported formats, unlistable folders)
+    skipped: dict[str, tuple[ScanSkip, int]] = field(default_factory=dict)
     existing: dict[str, PhotoRow] = field(default_factory=dict)
     # folder id -> folder path, for the mount check of vanished rows
     folders: dict[int, str] = field(default_factory=dict)
@@ -155,7 +169,12 @@ class Indexer:
         scan = _Scan()
         for folder in self.catalog.folders():
             rows = self.catalog.photos_in_folder(folder.id)
-            found = [] if not os.path.isdir(folder.path) else list(scan_folder(folder.path))
+            skips: list[ScanSkip] = []
+            found = (
+                list(scan_folder(folder.path, on_skip=skips.append))
+                if os.path.isdir(folder.path)
+                else []
+            )
             has_photos = any(r.status != STATUS_FAILED for r in rows)
             if not found and has_photos:
                 report.offline += self._set_folder_offline(folder)
@@ -168,6 +187,8 @@ class Indexer:
                 scan.existing[row.path] = row
             for entry in found:
                 scan.entries.setdefault(entry.path, (entry, folder.id))
+            for skip in skips:
+                scan.skipped.setdefault(skip.path, (skip, folder.id))
             if cancel is not None and cancel.is_set():
                 report.cancelled = True
                 return report
@@ -194,14 +215,17 @@ class Indexer:
             for row in self.catalog.photos_under(path):
                 scan.existing[row.path] = row
             if os.path.isdir(path):
-                for entry in scan_folder(path):
+                skips: list[ScanSkip] = []
+                for entry in scan_folder(path, on_skip=skips.append):
                     scan.entries.setdefault(entry.path, (entry, owner.id))
-            elif is_photo_name(os.path.basename(path)):
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                scan.entries[path] = (ScanEntry(path, st.st_size, st.st_mtime_ns), owner.id)
+                for skip in skips:
+                    scan.skipped.setdefault(skip.path, (skip, owner.id))
+                continue
+            found = _inspect_file(path)
+            if isinstance(found, ScanEntry):
+                scan.entries[path] = (found, owner.id)
+            elif isinstance(found, ScanSkip):
+                scan.skipped[path] = (found, owner.id)
         return self._run(scan, report, progress, cancel)
 
     def embed_missing(
@@ -278,11 +302,33 @@ class Indexer:
                     continue
                 # no vector for the current model (model switch): fall through, re-embed
             candidates.append(Candidate(path, entry.size, entry.mtime_ns, folder_id, row))
+        for path, (skip, folder_id) in scan.skipped.items():
+            if path in scan.entries:
+                continue
+            size, mtime_ns = _lstat_size_mtime(path)
+            row = scan.existing.get(path)
+            if (
+                row is not None
+                and row.status == STATUS_FAILED
+                and row.reason == skip.reason
+                and (row.size, row.mtime_ns) == (size, mtime_ns)
+            ):
+                report.failed.append((path, skip.reason))  # recorded already
+                continue
+            candidates.append(Candidate(path, size, mtime_ns, folder_id, row, skip.reason))
         if back_online:
             with self.catalog.write() as w:
                 w.mark_photos_ok(back_online)
-        gone_rows = [r for p, r in scan.existing.items() if p not in scan.entries]
-        offline_rows = self._behind_offline_mounts(scan, gone_rows)
+        gone_rows = [
+            r for p, r in scan.existing.items() if p not in scan.entries and p not in scan.skipped
+        ]
+        offline_rows = list(
+            {
+                r.id: r
+                for r in self._behind_offline_mounts(scan, gone_rows)
+                + _below_unlisted(scan, gone_rows)
+            }.values()
+        )
         if offline_rows:
             with self.catalog.write() as w:
                 w.mark_photos_offline(r.id for r in offline_rows)
@@ -532,6 +578,48 @@ def _has_entries(directory: str) -> bool:
             return next(it, None) is not None
     except OSError:
         return False
+
+
+def _inspect_file(path: str) -> ScanEntry | ScanSkip | None:
+    """One path named by the watcher: a photo to index, one that cannot be (why), or
+    None for a path that is not a photo or is gone. The scanner's rules for one file."""
+    name = os.path.basename(path)
+    if not looks_like_photo_name(name):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return ScanSkip(path, "symbolic link loop")
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return ScanSkip(path, "broken symbolic link (its target is missing)")
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        # never opened: reading a FIFO would block the pass
+        return ScanSkip(path, not_regular_file_reason(st.st_mode))
+    reason = unsupported_reason(name)
+    if reason:
+        return ScanSkip(path, reason)
+    if not is_photo_name(name):
+        return None
+    return ScanEntry(path, st.st_size, st.st_mtime_ns)
+
+
+def _lstat_size_mtime(path: str) -> tuple[int, int]:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0, 0
+    return st.st_size, st.st_mtime_ns
+
+
+def _below_unlisted(scan: _Scan, gone_rows: list[PhotoRow]) -> list[PhotoRow]:
+    """Vanished rows inside a folder the scan could not list: the files are most likely
+    still there (a permission change), so they go offline instead of being deleted."""
+    prefixes = [folder_prefix(path) for path in scan.skipped if os.path.isdir(path)]
+    if not prefixes:
+        return []
+    return [r for r in gone_rows if any(r.path.startswith(p) for p in prefixes)]
 
 
 def _sort_date(taken_at: str | None, mtime_ns: int) -> float:

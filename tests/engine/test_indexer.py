@@ -1,5 +1,6 @@
 import os
 import shutil
+import stat
 import threading
 
 import numpy as np
@@ -164,8 +165,70 @@ def test_hidden_entries_symlink_loops_and_dangling_links(lib, make_image, photos
     make_image("deep/nested/x.png")
     os.symlink(photos, photos / "deep" / "loop")
     os.symlink(photos / "missing.jpg", photos / "dangling.jpg")
+    (photos / "notes.txt").write_text("not a photo, passed over quietly")
     r = lib.index()
-    assert r.indexed == 2 and r.failed == []
+    assert r.indexed == 2
+    reasons = {os.path.relpath(p, photos): why for p, why in r.failed}
+    assert set(reasons) == {"deep/loop", "dangling.jpg"}
+    assert reasons["deep/loop"].startswith("symbolic link loop")
+    assert reasons["dangling.jpg"] == "broken symbolic link (its target is missing)"
+
+
+def test_files_the_scan_cannot_index_are_failures_with_reasons(lib, make_image, photos):
+    make_image("ok.jpg")
+    os.mkfifo(photos / "pipe.jpg")
+    os.symlink(photos / "self.jpg", photos / "self.jpg")  # a link to itself
+    (photos / "camera.cr2").write_bytes(b"raw sensor data")
+    expected = {
+        "pipe.jpg": "not a regular file (a named pipe)",
+        "self.jpg": "symbolic link loop",
+        "camera.cr2": "unsupported format (.cr2)",
+    }
+    if os.geteuid() == 0:
+        os.mknod(photos / "device.jpg", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        expected["device.jpg"] = "not a regular file (a device)"
+    r = lib.index()
+    assert r.indexed == 1
+    assert {os.path.basename(p): why for p, why in r.failed} == expected
+    assert {os.path.basename(p): why for p, why in lib.failures()} == expected
+    assert lib.status().failures == len(expected)
+    generation = lib.catalog.generation
+    r = lib.index()  # the same again, and nothing rewritten
+    assert len(r.failed) == len(expected) and lib.catalog.generation == generation
+    # the watcher's path reports the pipe instead of blocking on it
+    done = []
+    worker = threading.Thread(target=lambda: done.append(lib.index_paths([photos / "pipe.jpg"])))
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive() and done[0].failed == [(str(photos / "pipe.jpg"), expected["pipe.jpg"])]
+    (photos / "pipe.jpg").unlink()
+    r = lib.index()
+    assert r.removed == 0 and len(r.failed) == len(expected) - 1
+    assert "pipe.jpg" not in {os.path.basename(p) for p, _ in lib.failures()}
+
+
+def test_photos_in_a_folder_that_cannot_be_listed_are_kept(lib, make_image, photos, monkeypatch):
+    make_image("ok.jpg")
+    make_image("private/a.jpg", seed=1)
+    lib.index()
+    import engine.scanner as scanner
+
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.fspath(path).endswith("private"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(scanner.os, "scandir", scandir)
+    r = lib.index()
+    assert r.removed == 0 and r.offline == 1
+    assert [(os.path.basename(p), why) for p, why in r.failed] == [
+        ("private", "cannot list folder (Permission denied)")
+    ]
+    monkeypatch.undo()
+    r = lib.index()
+    assert (r.unchanged, r.failed, r.offline) == (2, [], 0)
 
 
 def test_unmounted_folder_goes_offline_and_comes_back_without_reembedding(
