@@ -75,3 +75,19 @@ def test_remove_folder_errors_are_one_line(capsys, library, tmp_path):
         rc, _, err = _run(capsys, "remove-folder", "--library", library, tmp_path / "trips")
     assert rc == 2 and "in use by another photosearch" in err
     assert len(_folders(capsys, library)) == 2
+
+
+def test_offline_since_is_shown_when_the_engine_records_it():
+    from datetime import datetime, timedelta
+    from types import SimpleNamespace
+
+    from cli.library import _folder_state
+
+    since = (datetime.now() - timedelta(days=3, hours=1)).replace(second=0, microsecond=0)
+    for value in (since, since.timestamp(), since.isoformat()):  # whichever the engine keeps
+        folder = SimpleNamespace(online=False, offline_since=value)
+        assert _folder_state(folder) == f"OFFLINE since {since:%Y-%m-%d %H:%M}, 3 days"
+    hour_ago = SimpleNamespace(online=False, offline_since=datetime.now() - timedelta(minutes=90))
+    assert _folder_state(hour_ago).endswith(", 1 h")
+    assert _folder_state(SimpleNamespace(online=False)) == "OFFLINE"
+    assert _folder_state(SimpleNamespace(online=True, offline_since=None)) == "online"
