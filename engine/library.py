@@ -25,13 +25,21 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from . import imaging
-from .catalog import STATUS_FAILED, STATUS_OFFLINE, Catalog, PhotoRow
+from .catalog import (
+    STATUS_FAILED,
+    STATUS_OFFLINE,
+    Catalog,
+    PhotoRow,
+    read_folder_backup,
+    salvage_catalog,
+)
 from .embedder import Embedder
 from .errors import (
     FolderNotFoundError,
@@ -42,7 +50,7 @@ from .errors import (
 )
 from .indexer import Indexer, IndexProgress, IndexReport
 from .search import CaptionHit, PhotoHit, SearchResult, SearchService
-from .vector_index import VectorIndex
+from .vector_index import VectorIndex, sidecar_path
 
 try:
     import fcntl
@@ -64,6 +72,7 @@ __all__ = [
     "Library",
     "LibraryStatus",
     "PhotoHit",
+    "RepairReport",
     "SearchResult",
 ]
 
@@ -113,6 +122,28 @@ class LibraryStatus:
         }
 
 
+@dataclass
+class RepairReport:
+    damaged: bool  # False: the catalog was healthy and nothing was changed
+    problem: str | None = None  # what was wrong with it
+    moved_to: str | None = None  # the damaged catalog's new name (kept, never deleted)
+    folders_from: str | None = None  # 'catalog', 'backup' or 'catalog+backup'
+    folders: list[str] = field(default_factory=list)
+    vectors_recovered: int = 0  # so these photos were not embedded again
+    index: IndexReport | None = None  # the re-index of the recovered folders
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "damaged": self.damaged,
+            "problem": self.problem,
+            "moved_to": self.moved_to,
+            "folders_from": self.folders_from,
+            "folders": self.folders,
+            "vectors_recovered": self.vectors_recovered,
+            "index": self.index.to_json() if self.index is not None else None,
+        }
+
+
 class Library:
     def __init__(self) -> None:  # use Library.open
         raise TypeError("use Library.open(library_dir, embedder)")
@@ -147,7 +178,7 @@ class Library:
         if not read_only:
             self._acquire_lock()
         try:
-            self.catalog = Catalog(db_path)
+            self.catalog = Catalog(db_path, read_only=read_only)
             self.thumbs_dir = self.library_dir / THUMBS_DIR
             self.index_path = self.library_dir / INDEX_FILE
             self.searcher = SearchService(self.catalog)
@@ -160,40 +191,50 @@ class Library:
             raise
         return self
 
+    @classmethod
+    def repair(
+        cls,
+        library_dir: Path | str,
+        embedder: Embedder,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> RepairReport:
+        """Rebuild a lost or damaged catalog.db (`photosearch repair`).
+
+        A healthy catalog (full `quick_check`) is left alone. Otherwise the damaged file is
+        renamed `catalog.db.damaged-<time>` (never deleted), a new catalog gets the folder
+        list - from the old file where readable, else from the `folders.json` backup -
+        plus every stored vector and remembered query that can still be read, and the
+        folders are indexed again: files whose vectors were recovered are hashed, not
+        re-embedded. The search index cache is dropped and rebuilt.
+        """
+        library_dir = Path(library_dir).expanduser().absolute()
+        db_path = library_dir / CATALOG_FILE
+        if not library_dir.is_dir():
+            raise LibraryUnreadableError(f"no library at {library_dir}")
+        lock_fd = _take_writer_lock(library_dir)
+        try:
+            problem = _catalog_problem(db_path)
+            if problem is None:
+                return RepairReport(damaged=False)
+            report = _rebuild_catalog(db_path, problem)
+        finally:
+            _drop_writer_lock(lock_fd)
+        with cls.open(library_dir, embedder) as lib:
+            report.index = lib.index(progress, cancel)
+        return report
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
-        if fcntl is None:
-            return
-        path = self.library_dir / LOCK_FILE
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise LibraryUnreadableError(
-                f"cannot open the library at {self.library_dir}: {exc.strerror or exc}"
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = ""
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(os.pread(fd, 32, 0).decode().strip() or 0)
-                holder = f" (pid {pid})" if pid else ""
-            os.close(fd)
-            raise LibraryLockedError(
-                f"the library at {self.library_dir} is in use by another photosearch "
-                f"process{holder}; close it first or use --library to pick another library"
-            ) from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = _take_writer_lock(self.library_dir)
 
     def _release(self) -> None:
         with contextlib.suppress(Exception):
             self.catalog.close()
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
-                os.close(self._lock_fd)  # closing the fd drops the flock
+                _drop_writer_lock(self._lock_fd)
             self._lock_fd = None
 
     def close(self) -> None:
@@ -487,3 +528,103 @@ class Library:
 
     def failures(self) -> list[tuple[str, str]]:
         return self.catalog.failures()
+
+    def check_catalog(self) -> list[str]:
+        """The full `PRAGMA quick_check` of catalog.db ([] when healthy). Opening checks
+        only the small tables; this reads the whole file (~0.7 s at 100K photos)."""
+        return self.catalog.problems(full=True)
+
+
+# -- the writer lock and repair ----------------------------------------------------------
+
+
+def _take_writer_lock(library_dir: Path) -> int | None:
+    """The exclusive advisory lock on `lock` that one writer process holds."""
+    if fcntl is None:
+        return None
+    path = library_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LibraryUnreadableError(
+            f"cannot open the library at {library_dir}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = ""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(os.pread(fd, 32, 0).decode().strip() or 0)
+            holder = f" (pid {pid})" if pid else ""
+        os.close(fd)
+        raise LibraryLockedError(
+            f"the library at {library_dir} is in use by another photosearch "
+            f"process{holder}; close it first or use --library to pick another library"
+        ) from exc
+    with contextlib.suppress(OSError):  # the pid is only a hint for the message above
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _drop_writer_lock(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # closing the fd drops the flock
+
+
+def _catalog_problem(db_path: Path) -> str | None:
+    """Why catalog.db needs rebuilding, or None if it is healthy."""
+    if not db_path.exists():
+        return "catalog.db is missing"
+    try:
+        catalog = Catalog(db_path, read_only=True)
+    except LibraryUnreadableError as exc:
+        return str(exc)
+    try:
+        problems = catalog.problems(full=True)
+    finally:
+        catalog.close()
+    return f"quick_check: {problems[0]}" if problems else None
+
+
+def _rebuild_catalog(db_path: Path, problem: str) -> RepairReport:
+    library_dir = db_path.parent
+    report = RepairReport(damaged=True, problem=problem)
+    salvage = salvage_catalog(db_path) if db_path.exists() else None
+    backup = read_folder_backup(library_dir) or []
+    from_catalog = salvage.folders if salvage else []
+    report.folders = list(dict.fromkeys(from_catalog + backup))
+    report.folders_from = "+".join(
+        name for name, found in (("catalog", from_catalog), ("backup", backup)) if found
+    ) or None
+    if db_path.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = db_path.with_name(f"{db_path.name}.damaged-{stamp}")
+        os.replace(db_path, aside)
+        wal = Path(str(db_path) + "-wal")
+        if wal.exists():  # its pages belong to the damaged file: keep them together
+            os.replace(wal, Path(str(aside) + "-wal"))
+        report.moved_to = aside.name
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(str(db_path) + "-shm")
+    index_path = library_dir / INDEX_FILE
+    for cache in (index_path, sidecar_path(index_path)):
+        with contextlib.suppress(FileNotFoundError):
+            cache.unlink()  # its labels are the old photo ids: never trust it again
+    log.warning("catalog %s rebuilt (%s); the damaged file is %s", db_path, problem, report.moved_to)
+    catalog = Catalog(db_path)
+    try:
+        with catalog.write() as w:
+            for folder in report.folders:
+                w.add_folder(folder)
+            if salvage is not None:
+                w.put_embedding_blobs(salvage.embeddings)
+                w.add_captions(salvage.queries, "query")
+                if salvage.model_id:
+                    w.set_meta("model_id", salvage.model_id)
+        report.vectors_recovered = len(salvage.embeddings) if salvage else 0
+        catalog.save_folder_backup()
+    finally:
+        catalog.close()
+    return report
