@@ -641,8 +641,7 @@ class Catalog:
         WAL database whose pages are all still in -wal is not empty.)"""
         try:
             size = self.db_path.stat().st_size
-            wal = Path(str(self.db_path) + "-wal")
-            wal_size = wal.stat().st_size if wal.exists() else 0
+            wal_size = _size_or_zero(Path(str(self.db_path) + "-wal"))
         except OSError as exc:
             raise LibraryUnreadableError(
                 f"cannot open the library database {self.db_path}: {exc.strerror or exc}"
@@ -956,6 +955,14 @@ def sqlite_error(exc: sqlite3.Error, db_path: Path) -> Exception:
             f"rebuild it with: {repair_hint(db_path)}"
         )
     return LibraryUnreadableError(f"cannot open the library database {db_path}: {exc}")
+
+
+def _size_or_zero(path: Path) -> int:
+    """Size of a file another process may delete at any moment (a -wal file)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _atomic_write(path: Path, text: str) -> None:
