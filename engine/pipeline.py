@@ -128,8 +128,9 @@ def prepared_batches(
     """Yield the candidates' results in file order, in batches of <= `batch_size` images
     to embed (and <= 4 x batch_size items, so reused files are committed regularly).
 
-    Read-ahead is bounded (2 batches) so memory stays flat. On cancel the partial batch
-    is dropped and `state.cancelled` set; an exception from `prepare` propagates. Either way no more work is started and the pool is shut down.
+    Read-ahead is bounded (2 batches) so memory stays flat. On cancel the partial batch is
+    still yielded (to be saved) and `state.cancelled` set; an exception from `prepare`
+    propagates. Either way no more work is started and the pool is shut down.
     """
     window = batch_size * 2
     todo = iter(candidates)
@@ -151,7 +152,11 @@ def prepared_batches(
         fill()
         while pending:
             if cancel is not None and cancel.is_set():
+                # Work already decoded and prepared is kept: quitting early must not throw
+                # away photos that only wait for their batch to fill.
                 state.cancelled = True
+                if batch:
+                    yield batch
                 return
             cand, fut = pending.popleft()
             prepared = fut.result()
