@@ -254,7 +254,8 @@ def train(
     resume_path = out.with_suffix(".resume.pt")
     log_csv, log_json = out.with_suffix(".log.csv"), out.with_suffix(".log.json")
     history: list[dict[str, Any]] = []
-    start_epoch, step, best = 0, 0, -1.0
+    # -inf, not -1: without a val set the score is -loss, and summed losses exceed 1
+    start_epoch, step, best = 0, 0, -math.inf
     if resume and resume_path.exists():
         state = torch.load(resume_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"], strict=False)
