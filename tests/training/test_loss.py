@@ -62,4 +62,4 @@ def test_infonce_matches_naive_softmax():
     for i in range(5):
         want -= scores[i, i] - math.log(sum(math.exp(scores[i, j]) for j in range(5)))
         want -= scores[i, i] - math.log(sum(math.exp(scores[j, i]) for j in range(5)))
-    torch.testing.assert_close(loss(im, s), torch.tensor(want / 2, dtype=torch.float64))
+    torch.testing.assert_close(loss(im, s), torch.as_tensor(want / 2, dtype=torch.float64))
