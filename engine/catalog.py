@@ -45,7 +45,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from .errors import LibraryLockedError, LibraryUnreadableError
+from .errors import DiskFullError, LibraryLockedError, LibraryUnreadableError
 
 log = logging.getLogger(__name__)
 
@@ -949,6 +949,8 @@ def sqlite_error(exc: sqlite3.Error, db_path: Path) -> Exception:
             f"the library at {db_path.parent} is busy (another photosearch is writing to it); "
             "try again when it has finished"
         )
+    if "disk is full" in msg or "disk full" in msg:
+        return DiskFullError(f"disk full: cannot write the library database {db_path}")
     if "malformed" in msg or "not a database" in msg or "corrupt" in msg:
         return LibraryUnreadableError(
             f"cannot open the library database {db_path}: it is damaged ({exc}); "

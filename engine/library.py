@@ -1,13 +1,19 @@
 """`Library`: the one object the command line and the desktop app talk to.
 
 A library is a directory holding `catalog.db` (the source of truth, vectors included),
-`index.hnsw` (+ `.json` sidecar; a cache rebuilt when stale), `thumbs/` and a `lock` file.
+`folders.json` (a backup of its folder list), `index.hnsw` (+ `.json` sidecar; a cache
+rebuilt when stale), `thumbs/` and a `lock` file.
 
 Concurrency:
 * One writer process per library: `open()` takes an exclusive advisory lock (fcntl.flock)
-  on `lock`; a second process gets `LibraryLockedError`. `open(read_only=True)` takes no
-  lock (SQLite WAL lets it read beside the writer) and never writes, so e.g. the CLI can
-  search a library the app is indexing.
+  on `lock`; a second process gets `LibraryLockedError`.
+* `open(read_only=True)` is for read commands (search, similar, captions, status): it never
+  takes that lock, so an `index` or `watch` started meanwhile is never refused. It writes
+  no photos, folders or index file; it does store what searches cache in the catalog
+  (remembered queries, caption-bank vectors) through short SQLite transactions that
+  SQLite serialises with the writer, and goes without them where the catalog refuses the
+  write (read-only media, a busy writer past the timeout, a full disk). A stale index
+  cache is rebuilt in memory only, until the next writer saves it.
 * Inside a process, indexing passes and model switches are serialised; searches may run
   from any thread at any time and see the (embedder, index) pair that is current.
 
@@ -47,6 +53,7 @@ from .errors import (
     LibraryUnreadableError,
     ModelMismatchError,
     PhotoNotInLibraryError,
+    PhotosearchError,
 )
 from .indexer import Indexer, IndexProgress, IndexReport
 from .search import CaptionHit, PhotoHit, SearchResult, SearchService
@@ -184,8 +191,7 @@ class Library:
             self.searcher = SearchService(self.catalog)
             self._check_model(embedder, reembed)
             self._active: tuple[Embedder, VectorIndex] = (embedder, self._load_index(embedder))
-            if not read_only:
-                self._import_caption_bank(embedder)
+            self._import_caption_bank(embedder)
         except BaseException:
             self._release()
             raise
@@ -318,8 +324,12 @@ class Library:
         except OSError as exc:
             log.warning("caption bank %s unreadable: %s", bank, exc)
             return
-        added = self.catalog.add_captions(lines, "model")
-        self.catalog.set_meta("caption_bank_source", stamp)
+        try:
+            added = self.catalog.add_captions(lines, "model")
+            self.catalog.set_meta("caption_bank_source", stamp)
+        except PhotosearchError as exc:  # a cache: a reader on read-only media goes without
+            log.warning("caption bank %s not imported: %s", bank, exc)
+            return
         log.info("caption bank: %d new captions from %s", added, bank)
 
     def _require_writable(self) -> None:
@@ -446,11 +456,11 @@ class Library:
     def remember_query(self, query: str) -> None:
         """Past queries join the caption bank (photo -> captions suggestions)."""
         query = query.strip()
-        if self.read_only or not query:
+        if not query:
             return
-        try:
+        try:  # readers too: SQLite serialises this small write with any writer
             self.catalog.add_captions([query], "query")
-        except LibraryLockedError as exc:
+        except PhotosearchError as exc:
             log.debug("query not stored: %s", exc)
 
     def _photo_row(self, path: Path | str) -> PhotoRow:
@@ -480,7 +490,7 @@ class Library:
     def similar_captions(self, path: Path | str, top_k: int = 10) -> list[CaptionHit]:
         embedder, _ = self._active
         return self.searcher.similar_captions(
-            self._photo_row(path), embedder, top_k, writable=not self.read_only
+            self._photo_row(path), embedder, top_k
         )
 
     def prepare_captions(self, progress: Callable[[int, int], None] | None = None) -> int:
@@ -488,7 +498,7 @@ class Library:
         so that the first "find similar captions" answers at once; returns the bank size."""
         embedder, _ = self._active
         captions, _matrix = self.searcher.caption_matrix(
-            embedder, writable=not self.read_only, progress=progress
+            embedder, progress=progress
         )
         return len(captions)
 

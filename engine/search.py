@@ -22,7 +22,7 @@ import numpy as np
 
 from .catalog import Catalog, PhotoFilter, PhotoRow
 from .embedder import Embedder
-from .errors import EmptyQueryError
+from .errors import EmptyQueryError, PhotosearchError
 from .settings import DEFAULT_WEAK_MATCH_THRESHOLD
 from .vector_index import VectorIndex
 
@@ -187,7 +187,8 @@ class SearchService:
 
         The shipped bank is tens of thousands of captions, a minute or two of CPU the first
         time per model; `progress(done, missing)` lets callers show that, and each chunk is
-        stored as it is done so an interrupted run resumes where it stopped."""
+        stored as it is done (when the catalog takes the write; else kept in memory) so an
+        interrupted run resumes where it stopped."""
         model_id = embedder.model_id
         with self._caption_lock:
             total = self.catalog.caption_count()
@@ -201,8 +202,16 @@ class SearchService:
                 chunk = missing[i : i + 256]
                 vecs = embedder.embed_texts([c for _, c in chunk])
                 if writable:
-                    self.catalog.put_caption_embeddings(model_id, [c_id for c_id, _ in chunk], vecs)
-                else:
+                    try:
+                        self.catalog.put_caption_embeddings(
+                            model_id, [c_id for c_id, _ in chunk], vecs
+                        )
+                    except PhotosearchError as exc:
+                        # A reader beside a busy writer, read-only media, a full disk: the
+                        # vectors are a cache, so serve them from memory this time.
+                        log.info("caption vectors kept in memory only: %s", exc)
+                        writable = False
+                if not writable:
                     extra_text += [c for _, c in chunk]
                     extra_vecs.append(vecs)
                 if progress is not None:
