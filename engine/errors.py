@@ -31,3 +31,12 @@ class ModelLoadError(PhotosearchError):
 
 class LibraryUnreadableError(PhotosearchError):
     """The library directory or its database cannot be opened (permissions, corruption)."""
+
+
+class DiskFullError(PhotosearchError):
+    """No space left for the library: what was committed before stays; `indexed` is how
+    many photos the interrupted pass had indexed (None outside indexing)."""
+
+    def __init__(self, message: str, indexed: int | None = None) -> None:
+        super().__init__(message)
+        self.indexed = indexed
