@@ -33,6 +33,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -50,6 +51,9 @@ from .errors import DiskFullError, LibraryLockedError, LibraryUnreadableError
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+# SQLite says "disk I/O error" when it cannot even create its -shm file; with less free
+# space than this that is a full disk.
+DISK_FULL_BELOW = 1 << 20
 FOLDER_BACKUP_FILE = "folders.json"
 # Tables checked on every open. The embeddings table is most of the file (4 KB a photo at
 # 1024-d): checking it too would more than double the open time at 100K photos (quick_check
@@ -536,6 +540,7 @@ class Catalog:
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._immutable = False  # reading a full disk's catalog without -shm (readers only)
         existed = self.db_path.exists()
         if existed:
             self._refuse_empty_file()
@@ -552,21 +557,52 @@ class Catalog:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(
-                str(self.db_path),
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,  # autocommit; transactions are explicit
-                check_same_thread=False,  # closed from close() on another thread
-            )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
+            conn = self._connect_once(immutable=self._immutable)
+        except sqlite3.OperationalError as exc:
+            if not (self.read_only and not self._immutable and self._may_read_immutable(exc)):
+                self._reraise(exc)
+            # A full disk: a WAL reader must create the 32 KB -shm file and cannot. With no
+            # WAL content every committed page is in the main file, so reading that file as
+            # immutable (no locks, no -shm) sees exactly the committed state.
+            log.warning("disk full: reading %s as it is, without locks", self.db_path)
+            self._immutable = True
+            try:
+                conn = self._connect_once(immutable=True)
+            except sqlite3.DatabaseError as exc2:
+                self._reraise(exc2)
         except sqlite3.DatabaseError as exc:
             self._reraise(exc)
         with self._conns_lock:
             self._all_conns.append(conn)
         return conn
+
+    def _connect_once(self, immutable: bool) -> sqlite3.Connection:
+        if immutable:
+            uri = self.db_path.absolute().as_uri() + "?immutable=1"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA user_version").fetchone()
+            return conn
+        conn = sqlite3.connect(
+            str(self.db_path),
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,  # autocommit; transactions are explicit
+            check_same_thread=False,  # closed from close() on another thread
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _may_read_immutable(self, exc: sqlite3.OperationalError) -> bool:
+        msg = str(exc).lower()
+        if "disk i/o error" not in msg and "full" not in msg:
+            return False
+        return _size_or_zero(Path(str(self.db_path) + "-wal")) == 0
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -949,14 +985,23 @@ def sqlite_error(exc: sqlite3.Error, db_path: Path) -> Exception:
             f"the library at {db_path.parent} is busy (another photosearch is writing to it); "
             "try again when it has finished"
         )
-    if "disk is full" in msg or "disk full" in msg:
-        return DiskFullError(f"disk full: cannot write the library database {db_path}")
+    if "full" in msg or ("disk i/o error" in msg and _disk_is_full(db_path.parent)):
+        return DiskFullError(
+            f"disk full: cannot write the library at {db_path.parent}; free space and try again"
+        )
     if "malformed" in msg or "not a database" in msg or "corrupt" in msg:
         return LibraryUnreadableError(
             f"cannot open the library database {db_path}: it is damaged ({exc}); "
             f"rebuild it with: {repair_hint(db_path)}"
         )
     return LibraryUnreadableError(f"cannot open the library database {db_path}: {exc}")
+
+
+def _disk_is_full(directory: Path) -> bool:
+    try:
+        return shutil.disk_usage(directory).free < DISK_FULL_BELOW
+    except OSError:
+        return False
 
 
 def _size_or_zero(path: Path) -> int:

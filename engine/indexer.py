@@ -53,8 +53,10 @@ from .catalog import (
     folder_prefix,
 )
 from .embedder import Embedder
+from .errors import DiskFullError
 from .imaging import not_regular_file_reason
 from .pipeline import (
+    DISK_FULL_ERRNOS,
     EMBED,
     FAILED,
     Batch,
@@ -274,6 +276,29 @@ class Indexer:
     # -- the pass ----------------------------------------------------------------------
 
     def _run(
+        self,
+        scan: _Scan,
+        report: IndexReport,
+        progress: ProgressFn | None,
+        cancel: threading.Event | None,
+    ) -> IndexReport:
+        """The pass; a full disk ends it with one sentence that says what was kept."""
+        index_changes, generation = self.index.changes, self.catalog.generation
+        try:
+            return self._run_pass(scan, report, progress, cancel)
+        except (DiskFullError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            log.warning("disk full during indexing: %s", exc)
+            # Batches committed so far stay; the in-flight one was rolled back. Saving the
+            # index may fail too (it is a cache: the next open rebuilds it if stale).
+            self._save_if_changed(index_changes, generation)
+            raise DiskFullError(
+                f"disk full: {report.indexed} photos indexed, free space and run index again",
+                indexed=report.indexed,
+            ) from exc
+
+    def _run_pass(
         self,
         scan: _Scan,
         report: IndexReport,

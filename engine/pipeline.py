@@ -12,6 +12,7 @@ same bytes (a copy) arrives as "reuse" and shares the first file's vector.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -26,8 +27,11 @@ import numpy as np
 from . import imaging
 from .catalog import PhotoRow
 from .embedder import Embedder
+from .errors import DiskFullError
 
 log = logging.getLogger(__name__)
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 EMBED = "embed"  # decoded and prepared: needs the model
 REUSE = "reuse"  # a vector for these bytes is stored (or embedded earlier in this pass)
@@ -91,7 +95,9 @@ def prepare_file(
 ) -> Prepared:
     """Worker thread: read once, hash, and decode only if no vector is stored.
 
-    Per-file problems become a FAILED result with a reason.
+    Per-file problems become a FAILED result with a reason; a full disk (writing the
+    thumbnail) raises `DiskFullError`, which ends the pass instead of blaming every
+    following file.
     """
     if cand.skip_reason is not None:
         return Prepared(FAILED, reason=cand.skip_reason)
@@ -110,6 +116,11 @@ def prepare_file(
         return Prepared(EMBED, digest, None, decoded.width, decoded.height, taken, array)
     except imaging.ImageDecodeError as exc:
         return Prepared(FAILED, reason=exc.reason)
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise DiskFullError(f"disk full: cannot write a thumbnail ({exc})") from exc
+        log.warning("unexpected error preparing %s", cand.path, exc_info=True)
+        return Prepared(FAILED, reason=f"unexpected error: {exc}")
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the pass
         log.warning("unexpected error preparing %s", cand.path, exc_info=True)
         return Prepared(FAILED, reason=f"unexpected error: {exc}")
