@@ -24,7 +24,6 @@ from engine.embedder import load_embedder
 from engine.errors import (
     EmptyQueryError,
     FolderNotFoundError,
-    LibraryLockedError,
     LibraryUnreadableError,
     PhotosearchError,
 )
@@ -47,6 +46,8 @@ def _library_dir(args: argparse.Namespace) -> Path:
 
 
 def _open(args: argparse.Namespace, *, write: bool, reembed: bool = False) -> Library:
+    """Read commands open read-only and never take the writer lock (issue 11 #8): an
+    `index` or `watch` started while a search runs must not find the library locked."""
     library_dir = _library_dir(args)
     if not write and not (library_dir / "catalog.db").exists():
         raise LibraryUnreadableError(
@@ -54,13 +55,7 @@ def _open(args: argparse.Namespace, *, write: bool, reembed: bool = False) -> Li
             f"--library {library_dir} FOLDER"
         )
     embedder = load_embedder(args.model)
-    try:
-        return Library.open(library_dir, embedder, reembed=reembed)
-    except LibraryLockedError:
-        if write:
-            raise
-        # Another process (app or `watch`) is writing: read beside it through WAL.
-        return Library.open(library_dir, embedder, read_only=True)
+    return Library.open(library_dir, embedder, read_only=not write, reembed=reembed)
 
 
 def _print_json(data: object) -> None:
