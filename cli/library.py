@@ -1,4 +1,5 @@
-"""Library commands: index, search, similar, captions, watch, status, folders, remove-folder.
+"""Library commands: index, search, similar, captions, watch, status, folders, repair,
+remove-folder.
 
 Every user error is raised as a `PhotosearchError`, which `cli.dispatch` prints as one line
 (exit 2); malformed values (a date, a count) are refused by argparse (exit 2) before anything
@@ -141,20 +142,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             raise FolderNotFoundError(
                 "no folders to index; name at least one: photosearch index FOLDER"
             )
-        bar = None
-        progress = None
-        if not args.json and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            bar = tqdm(total=0, unit="photo", file=sys.stderr, dynamic_ncols=True)
-
-            def progress(p: Any) -> None:
-                if bar.total != p.total:
-                    bar.reset(total=p.total)
-                bar.n = p.done
-                bar.set_postfix_str(f"failed {p.failed}" if p.failed else "", refresh=False)
-                bar.refresh()
-
+        bar, progress = _index_progress(args)
         cancel = threading.Event()
         try:
             report = lib.index(progress=progress, cancel=cancel)
@@ -167,17 +155,78 @@ def cmd_index(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(report.to_json())
         else:
-            print(
-                f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
-                f"removed {report.removed}, offline {report.offline}, "
-                f"failed {len(report.failed)}"
-            )
-            for path, reason in report.failed[:20]:
-                print(f"  failed: {path}: {reason}")
-            if len(report.failed) > 20:
-                print(f"  ... and {len(report.failed) - 20} more (see: photosearch status)")
+            _print_index_report(report)
     finally:
         lib.close()
+    return 0
+
+
+def _index_progress(args: argparse.Namespace) -> tuple[Any, Callable[[Any], None] | None]:
+    """A tqdm bar on a terminal (never with --json): (bar or None, progress callback)."""
+    if args.json or not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="photo", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(p: Any) -> None:
+        if bar.total != p.total:
+            bar.reset(total=p.total)
+        bar.n = p.done
+        bar.set_postfix_str(f"failed {p.failed}" if p.failed else "", refresh=False)
+        bar.refresh()
+
+    return bar, progress
+
+
+def _print_index_report(report: Any) -> None:
+    print(
+        f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
+        f"removed {report.removed}, offline {report.offline}, "
+        f"failed {len(report.failed)}"
+    )
+    for path, reason in report.failed[:20]:
+        print(f"  failed: {path}: {reason}")
+    if len(report.failed) > 20:
+        print(f"  ... and {len(report.failed) - 20} more (see: photosearch status)")
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Rebuild a lost or damaged catalog.db (the command the engine's errors name)."""
+    library_dir = _library_dir(args)
+    if not library_dir.is_dir():
+        raise LibraryUnreadableError(f"no library at {library_dir.absolute()}")
+    embedder = load_embedder(args.model)
+    bar, progress = _index_progress(args)
+    cancel = threading.Event()
+    try:
+        report = Library.repair(library_dir, embedder, progress=progress, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        _print_json(report.to_json())
+        return 0
+    if not report.damaged:
+        print(f"the catalog at {library_dir.absolute()} is healthy; nothing to repair")
+        return 0
+    print(f"repaired the catalog: {report.problem}")
+    if report.moved_to:
+        print(f"  the damaged file is kept as {library_dir.absolute() / report.moved_to}")
+    source = {"catalog": "the damaged catalog", "backup": "the folders.json backup"}
+    origin = " and ".join(source.get(s, s) for s in (report.folders_from or "").split("+") if s)
+    if report.folders:
+        print(f"  {len(report.folders)} folder(s) restored from {origin}:")
+        for folder in report.folders:
+            print(f"    {folder}")
+    else:
+        print("  no folder list could be recovered; add folders with: photosearch index FOLDER")
+    print(f"  {report.vectors_recovered} stored vectors recovered (those photos are not re-embedded)")
+    if report.index is not None:
+        _print_index_report(report.index)
     return 0
 
 
@@ -364,12 +413,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     lib = _open(args, write=False)
     try:
         status = lib.status()
+        # The full quick_check (opening checks only the small tables): damage among the
+        # vectors is noticed here, not only when a search trips over it (issue 11 #5).
+        problems = lib.check_catalog()
         if args.json:
             data = status.to_json()
+            data["catalog_problems"] = problems
             data["failed"] = [{"path": p, "reason": r} for p, r in lib.failures()]
             _print_json(data)
             return 0
         print(f"library:  {status.library_dir}")
+        if problems:
+            print(
+                f"catalog:  DAMAGED ({problems[0]}); rebuild it with: photosearch repair "
+                f"--library {status.library_dir}"
+            )
+        else:
+            print("catalog:  ok")
         print(f"model:    {status.model_id}")
         print(f"photos:   {status.photo_count} ({status.offline_photos} offline)")
         for folder in status.folders:
@@ -518,6 +578,16 @@ def register(subparsers: Any) -> None:
         "folders", parents=[common, as_json], help="the library's folders and their state"
     )
     p.set_defaults(func=cmd_folders)
+
+    p = subparsers.add_parser(
+        "repair", parents=[common, as_json],
+        help="rebuild a lost or damaged catalog.db and re-index its folders",
+        description="Rebuild a lost or damaged catalog.db: the damaged file is kept beside it "
+        "(catalog.db.damaged-TIME), the folder list comes from it where readable, else from the "
+        "folders.json backup, stored vectors are salvaged, and the folders are indexed again. "
+        "A healthy catalog is left alone.",
+    )
+    p.set_defaults(func=cmd_repair)
 
     p = subparsers.add_parser(
         "remove-folder", parents=[common],

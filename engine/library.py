@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -590,7 +591,8 @@ def _catalog_problem(db_path: Path) -> str | None:
     try:
         catalog = Catalog(db_path, read_only=True)
     except LibraryUnreadableError as exc:
-        return str(exc)
+        # The message ends by naming `photosearch repair`: not what a repair report says.
+        return re.sub(r"; rebuild (it|them) with: .*$", "", str(exc))
     try:
         problems = catalog.problems(full=True)
     finally:
