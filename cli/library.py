@@ -289,27 +289,37 @@ def _print_hits(result: Any, as_json: bool, filters_note: str | None = None) -> 
     if not result.hits:
         print(filters_note or "no photos found")
         return
+    confident = getattr(result, "confident", len(result.hits))
+    by_date = getattr(result, "sort", "relevance") == "date"
     if result.weak:
         print(
             f"no good match (best score {result.best_score:.3f} < {result.threshold:.3f}); "
             "closest photos:"
         )
-    print(f"{'score':>7}  path")
-    for hit in result.hits:
+    else:
+        print(f"{confident} match{'' if confident == 1 else 'es'}")
+    print(f"{'score':>7}  {'':3}  {'date        ' if by_date else ''}path")
+    for i, hit in enumerate(result.hits):
+        if i == confident and i > 0:
+            print("--- Less likely ---")
         offline = "  (offline)" if hit.status == "offline" else ""
-        print(f"{hit.score:7.3f}  {hit.path}{offline}")
+        stars = "*" * getattr(hit, "strength", 0)  # 3 strong, 2 good, 1 weak
+        when = (f"{hit.date:%Y-%m-%d}  " if hit.date else " " * 12) if by_date else ""
+        print(f"{hit.score:7.3f}  {stars:3}  {when}{hit.path}{offline}")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    query = _require_query(args.query)
+    # with --like the text may be empty: the photo alone is the query
+    query = _clean_query(args.query or "").strip() if args.like else _require_query(args.query)
     _check_top_k(args)
     _check_dates(args)
     lib = _open(args, write=False)
     try:
         folder = _folder_filter(lib, args.folder) if args.folder else None
+        like = lib.photo(args.like).path if args.like else None
         result = lib.search_text(
             query, top_k=args.top_k, folder=folder, date_from=args.date_from,
-            date_to=args.date_to,
+            date_to=args.date_to, like_photo=like, sort=args.sort,
         )
         filtered = args.folder or args.date_from or args.date_to
         _print_hits(result, args.json, _filters_note(args) if filtered else None)
@@ -544,8 +554,25 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=cmd_index)
 
-    p = subparsers.add_parser("search", parents=[common, as_json, top_k], help="search by text")
-    p.add_argument("query", help='what the photo shows, e.g. "a dog running on a beach"')
+    p = subparsers.add_parser(
+        "search", parents=[common, as_json, top_k], help="search by text",
+        description='Query syntax: plain words and "quoted phrases" describe the photo; '
+        "-word ranks away from it, +word adds a concept. Quote the whole query as one "
+        "argument: photosearch search 'dog beach -people'.",
+    )
+    p.add_argument(
+        "query", nargs="?", default="",
+        help='what the photo shows, e.g. "a dog running on a beach", "dog -grass", '
+        '\'"red car" +night\'',
+    )
+    p.add_argument(
+        "--like", metavar="PHOTO",
+        help='refine from an indexed photo: --like PHOTO "at night" (the query may be empty)',
+    )
+    p.add_argument(
+        "--sort", choices=("relevance", "date"), default="relevance",
+        help="order of the confident matches (default relevance; date: newest first)",
+    )
     p.add_argument("--folder", help="only photos under this folder")
     p.add_argument(
         "--from", dest="date_from", type=_parse_date, metavar="DATE",

@@ -194,6 +194,10 @@ PHOTO_COLUMNS = (
 )
 
 
+def _prefixed_columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in PHOTO_COLUMNS.split(","))
+
+
 @dataclass(frozen=True)
 class PhotoFields:
     """What indexing a file found out: everything a photos row holds but its id/status."""
@@ -888,6 +892,32 @@ class Catalog:
             return int(self._scalar("SELECT COUNT(*) FROM photos") or 0)
         return int(self._scalar("SELECT COUNT(*) FROM photos WHERE status = ?", (status,)) or 0)
 
+    def browse(
+        self, offset: int, limit: int, photo_filter: PhotoFilter | None = None
+    ) -> list[PhotoRow]:
+        """One page of the library's photos (ok and offline), newest first: by `sort_date`
+        (date taken, else file time), then newest row. Walks idx_photos_sort_date backwards,
+        so a page costs the same at 100K photos as at 100 (plus the OFFSET's index steps)."""
+        where, params = (photo_filter or PhotoFilter()).sql()
+        rows = self._query(
+            f"SELECT {_prefixed_columns('p')} FROM photos p "
+            f"WHERE p.status IN ('ok', 'offline') AND ({where}) "
+            "ORDER BY p.sort_date DESC, p.id DESC LIMIT ? OFFSET ?",
+            (*params, max(0, int(limit)), max(0, int(offset))),
+        )
+        return [PhotoRow.from_row(r) for r in rows]
+
+    def count_browsable(self, photo_filter: PhotoFilter | None = None) -> int:
+        """How many photos `browse` pages through with this filter."""
+        where, params = (photo_filter or PhotoFilter()).sql()
+        return int(
+            self._scalar(
+                f"SELECT COUNT(*) FROM photos p WHERE p.status IN ('ok', 'offline') AND ({where})",
+                params,
+            )
+            or 0
+        )
+
     def failures(self) -> list[tuple[str, str]]:
         rows = self._query("SELECT path, reason FROM photos WHERE status = 'failed' ORDER BY path")
         return [(path_from_db(r[0]), r[1] or "unknown error") for r in rows]
@@ -925,6 +955,23 @@ class Catalog:
         vecs = np.stack([blob_to_vector(r[1]) for r in rows])
         return ids, vecs
 
+    def sample_vectors(self, model_id: str, n: int) -> np.ndarray:
+        """About `n` indexable vectors spread evenly over photo ids (every k-th id), (m, d):
+        what a query's score distribution over the library is estimated from."""
+        top = int(self._scalar("SELECT MAX(id) FROM photos") or 0)
+        if top == 0 or n <= 0:
+            return np.zeros((0, 0), np.float32)
+        stride = max(1, top // int(n))
+        rows = self._query(
+            "SELECT e.vector FROM photos p JOIN embeddings e "
+            "ON e.content_hash = p.content_hash AND e.model_id = ? "
+            "WHERE p.status IN ('ok', 'offline') AND p.id % ? = 0 LIMIT ?",
+            (model_id, stride, int(n)),
+        )
+        if not rows:
+            return np.zeros((0, 0), np.float32)
+        return np.stack([blob_to_vector(r[0]) for r in rows])
+
     def count_indexable(self, model_id: str) -> int:
         return int(
             self._scalar(
@@ -942,25 +989,44 @@ class Catalog:
         with self.write() as w:
             return w.add_captions(captions, source)
 
-    def captions_missing_embeddings(self, model_id: str) -> list[tuple[int, str]]:
+    def captions_missing_embeddings(
+        self, model_id: str, source: str | None = None
+    ) -> list[tuple[int, str]]:
+        """(id, caption) of bank captions with no vector for `model_id` (only those from
+        `source`, 'model' or 'query', when given)."""
+        only, params = ("AND source = ? ", [source]) if source else ("", [])
         return [
             (r[0], r[1])
             for r in self._query(
                 "SELECT id, caption FROM caption_bank WHERE id NOT IN "
-                "(SELECT caption_id FROM caption_embeddings WHERE model_id = ?) ORDER BY id",
-                (model_id,),
+                "(SELECT caption_id FROM caption_embeddings WHERE model_id = ?) "
+                f"{only}ORDER BY id",
+                (model_id, *params),
             )
         ]
+
+    def count_captions_missing(self, model_id: str) -> int:
+        return int(
+            self._scalar(
+                "SELECT COUNT(*) FROM caption_bank WHERE id NOT IN "
+                "(SELECT caption_id FROM caption_embeddings WHERE model_id = ?)",
+                (model_id,),
+            )
+            or 0
+        )
 
     def put_caption_embeddings(self, model_id: str, ids: list[int], vectors: np.ndarray) -> None:
         with self.write() as w:
             w.put_caption_embeddings(model_id, ids, vectors)
 
-    def caption_matrix(self, model_id: str) -> tuple[list[str], np.ndarray]:
+    def caption_matrix(
+        self, model_id: str, source: str | None = None
+    ) -> tuple[list[str], np.ndarray]:
+        only, params = ("WHERE b.source = ? ", [source]) if source else ("", [])
         rows = self._query(
             "SELECT b.caption, e.vector FROM caption_bank b JOIN caption_embeddings e "
-            "ON e.caption_id = b.id AND e.model_id = ? ORDER BY b.id",
-            (model_id,),
+            f"ON e.caption_id = b.id AND e.model_id = ? {only}ORDER BY b.id",
+            (model_id, *params),
         )
         if not rows:
             return [], np.zeros((0, 0), np.float32)

@@ -43,6 +43,7 @@ from .catalog import (
     STATUS_FAILED,
     STATUS_OFFLINE,
     Catalog,
+    PhotoFilter,
     PhotoRow,
     read_folder_backup,
     salvage_catalog,
@@ -57,7 +58,7 @@ from .errors import (
     PhotosearchError,
 )
 from .indexer import Indexer, IndexProgress, IndexReport
-from .search import CaptionHit, PhotoHit, SearchResult, SearchService
+from .search import CaptionHit, PhotoHit, SearchResult, SearchService, parse_query, photo_hit
 from .vector_index import VectorIndex, sidecar_path
 
 try:
@@ -71,6 +72,8 @@ CATALOG_FILE = "catalog.db"
 INDEX_FILE = "index.hnsw"
 LOCK_FILE = "lock"
 THUMBS_DIR = "thumbs"
+# caption_bank_ready() allows this many remembered queries still to embed (well under 1 s).
+CAPTIONS_READY_MAX = 256
 
 __all__ = [
     "CaptionHit",
@@ -442,21 +445,58 @@ class Library:
         date_from: datetime | None = None,
         date_to: datetime | None = None,
         remember: bool = True,
+        *,
+        like_photo: Path | str | None = None,
+        sort: str = "relevance",
     ) -> SearchResult:
-        """Text -> photos. `remember=False` is for search-as-you-type, whose half-typed
-        queries must not become caption suggestions; call `remember_query` once the user
-        commits to a query (Enter, or acting on a result)."""
+        """Text -> photos, in the query syntax of `engine.search.parse_query` (`dog -grass`,
+        `"red car" +night`). `like_photo` refines from a photo ("this photo, but at night";
+        the text may then be empty). `sort='date'` puts the confident matches newest first.
+        `remember=False` is for search-as-you-type, whose half-typed queries must not become
+        caption suggestions; call `remember_query` once the user commits to a query (Enter,
+        or acting on a result)."""
         embedder, index = self._active
+        row = self._photo_row(like_photo) if like_photo is not None else None
         result = self.searcher.search_text(
-            query, embedder, index, top_k, folder, date_from, date_to
+            query, embedder, index, top_k, folder, date_from, date_to, like_photo=row, sort=sort
         )
-        if remember:
+        if remember and row is None:
             self.remember_query(query)
         return result
 
+    def browse(
+        self,
+        offset: int,
+        limit: int,
+        *,
+        folder: str | None = None,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+    ) -> list[PhotoHit]:
+        """One page of the whole library, newest first (date taken, else file time), for the
+        grid before any query. Hits have score 0 and strength 0 (not search results)."""
+        where = PhotoFilter(
+            os.path.abspath(os.path.expanduser(folder)) if folder else None, date_from, date_to
+        )
+        return [photo_hit(r, 0.0, 0) for r in self.catalog.browse(offset, limit, where)]
+
+    def count_photos(
+        self,
+        *,
+        folder: str | None = None,
+        date_from: datetime | None = None,
+        date_to: datetime | None = None,
+    ) -> int:
+        """How many photos `browse` pages through with these filters."""
+        where = PhotoFilter(
+            os.path.abspath(os.path.expanduser(folder)) if folder else None, date_from, date_to
+        )
+        return self.catalog.count_browsable(where)
+
     def remember_query(self, query: str) -> None:
-        """Past queries join the caption bank (photo -> captions suggestions)."""
-        query = query.strip()
+        """Past queries join the caption bank (photo -> captions suggestions): what they look
+        for, without the operators (`dog beach -people` is remembered as 'dog beach')."""
+        query = parse_query(query).describe()
         if not query:
             return
         try:  # readers too: SQLite serialises this small write with any writer
@@ -484,9 +524,11 @@ class Library:
         callers refuse a wrong path before expensive work (embedding the caption bank)."""
         return self._photo_row(path)
 
-    def similar_photos(self, path: Path | str, top_k: int = 50) -> SearchResult:
+    def similar_photos(
+        self, path: Path | str, top_k: int = 50, *, sort: str = "relevance"
+    ) -> SearchResult:
         embedder, index = self._active
-        return self.searcher.similar_photos(self._photo_row(path), embedder, index, top_k)
+        return self.searcher.similar_photos(self._photo_row(path), embedder, index, top_k, sort)
 
     def similar_captions(self, path: Path | str, top_k: int = 10) -> list[CaptionHit]:
         embedder, _ = self._active
@@ -502,6 +544,28 @@ class Library:
             embedder, progress=progress
         )
         return len(captions)
+
+    def caption_bank_ready(self) -> bool:
+        """True when "find similar captions" can answer without embedding the bank: the model
+        ships its caption vectors (engine/caption_store.py) or this library embedded them
+        before, and at most one small chunk of remembered queries is left to embed."""
+        embedder, _ = self._active
+        return self.searcher.captions_to_embed(embedder) <= CAPTIONS_READY_MAX
+
+    def prepare_caption_bank(self, progress: Callable[[float], None] | None = None) -> None:
+        """Embed whatever of the caption bank the model did not ship vectors for (a one-time
+        cost per model; nothing for the shipped model). `progress(fraction)` runs with 0.0
+        to 1.0 as chunks are done; raising from it (e.g. a cancelled task) stops the work,
+        and what was done is kept."""
+        embedder, _ = self._active
+
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done / total if total else 1.0)
+
+        self.searcher.caption_matrix(embedder, progress=report)
+        if progress is not None:
+            progress(1.0)
 
     def thumbnail_path(self, path: Path | str) -> Path | None:
         """Cached ~256 px JPEG; made on demand if missing and the file is readable."""

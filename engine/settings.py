@@ -40,6 +40,25 @@ ONNX_CACHE_ENV = "PHOTOSEARCH_ONNX_CACHE"
 # unrelated ones 0.0-0.2, so 0.2 flags only queries with nothing like them.
 DEFAULT_WEAK_MATCH_THRESHOLD = 0.2
 
+# Honest result lists (engine/search.py `Cutoff`): a hit is a confident match when its score
+# stands out from the gallery for this query (z-score against a sample of the library's vectors
+# >= CONFIDENT_Z) and is not far below the query's best hit (within CONFIDENT_GAP gallery
+# standard deviations of it); "strong" is the same rule with the tighter STRONG_* values.
+# Calibrated on f30k8k_val with the shipped model (docs/MODEL.md "Confident matches").
+CONFIDENT_Z = 1.5
+CONFIDENT_GAP = 2.0
+STRONG_Z = 3.0
+STRONG_GAP = 0.5
+# Photos sampled from the library to estimate a query's score distribution (mean, std).
+GALLERY_SAMPLE = 1000
+
+# Query syntax (engine/search.py `parse_query`): the score of a photo is the mean of its scores
+# for the positive terms (the plain text and each +term), minus NEGATIVE_WEIGHT times its score
+# for each -term; "find similar, then type" weighs the photo's plain cosine by LIKE_PHOTO_WEIGHT
+# against each text term (its scores spread wider than text scores).
+NEGATIVE_WEIGHT = 0.5
+LIKE_PHOTO_WEIGHT = 0.5
+
 
 def default_library_dir() -> Path:
     """$PHOTOSEARCH_LIBRARY, else the per-user data dir (~/.local/share/photosearch/library)."""

@@ -162,7 +162,7 @@ def test_query_with_bytes_that_are_not_utf8(capsys, library, embedder_loads):
 def test_search_json_has_each_hits_status(capsys, library, embedder_loads):
     rc, out, _ = _run(capsys, "search", "--library", library, "red", "--json")
     hits = json.loads(out)
-    assert rc == 0 and [set(h) for h in hits] == [{"path", "score", "status"}] * 3
+    assert rc == 0 and [set(h) for h in hits] == [{"path", "score", "strength", "status"}] * 3
     assert {h["status"] for h in hits} == {"ok"}
 
 

@@ -60,7 +60,7 @@ def test_search_similar_captions_status(sample_library):
     proc = run("search", "--library", lib, "a dog running on grass", "--top-k", "5", "--json")
     assert proc.returncode == 0, proc.stderr
     hits = json.loads(proc.stdout)
-    assert len(hits) == 5 and set(hits[0]) == {"path", "score", "status"}
+    assert len(hits) == 5 and set(hits[0]) == {"path", "score", "strength", "status"}
     assert all(Path(h["path"]).is_absolute() and Path(h["path"]).exists() for h in hits)
     assert hits[0]["score"] >= hits[-1]["score"]
 
@@ -71,7 +71,7 @@ def test_search_similar_captions_status(sample_library):
     sim = json.loads(run("similar", "--library", lib, photo, "--json", "--top-k", "4").stdout)
     assert len(sim) == 4 and photo not in [h["path"] for h in sim]
     caps = json.loads(run("captions", "--library", lib, photo, "--json").stdout)
-    assert caps and set(caps[0]) == {"caption", "score"}
+    assert caps and set(caps[0]) == {"caption", "score", "strength"}
     assert "a dog running on grass" in [c["caption"] for c in caps]  # past queries join the bank
 
     status = json.loads(run("status", "--library", lib, "--json").stdout)

@@ -204,3 +204,70 @@ def test_undecodable_names_round_trip_and_match_folder_prefixes(tmp_path):
     odd_folder = cat.add_folder(odd_dir)
     assert [f.path for f in cat.folders()] == ["/p", odd_dir] and odd_folder != folder_id
     assert cat.add_captions([os.fsdecode(b"\xff dog"), "a dog"], "query") == 1
+
+
+def _bulk_library(cat, n, folder="/f"):
+    """n photos with embeddings ('m', 8-d), sort_date = i seconds, id i + 1."""
+    folder_id = cat.add_folder(folder)
+    rng = np.random.default_rng(0)
+    with cat.write() as w:
+        w.insert_photos(
+            (i + 1, PhotoFields(f"{folder}/{i:06}.jpg", folder_id, 1, i, f"h{i}", 4, 3, None, float(i)))
+            for i in range(n)
+        )
+        w.put_embeddings("m", {f"h{i}": rng.standard_normal(8).astype(np.float32) for i in range(n)})
+
+
+def test_browse_pages_newest_first_with_filters(tmp_path):
+    cat = Catalog(tmp_path / "catalog.db")
+    _bulk_library(cat, 50)
+    other = cat.add_folder("/g")
+    with cat.write() as w:
+        w.insert_photo(_fields("/g/old.jpg", other, "g1", when=5.5))
+        w.insert_photo(_fields("/g/same.jpg", other, "g2", when=49.0))  # ties with /f/000049
+        w.record_failure("/g/bad.jpg", other, 1, int(1e12), "broken")
+    page = cat.browse(0, 4)
+    assert [r.path for r in page] == ["/g/same.jpg", "/f/000049.jpg", "/f/000048.jpg", "/f/000047.jpg"]
+    everything = [r.path for o in range(0, 60, 7) for r in cat.browse(o, 7)]
+    assert len(everything) == 52 == cat.count_browsable() and len(set(everything)) == 52
+    assert "/g/bad.jpg" not in everything  # failed files are not photos to show
+    g = PhotoFilter(folder="/g")
+    assert [r.path for r in cat.browse(0, 10, g)] == ["/g/same.jpg", "/g/old.jpg"]
+    assert cat.count_browsable(g) == 2
+    window = PhotoFilter(date_from=datetime.fromtimestamp(5), date_to=datetime.fromtimestamp(7))
+    assert [r.path for r in cat.browse(0, 10, window)] == ["/f/000007.jpg", "/f/000006.jpg", "/g/old.jpg", "/f/000005.jpg"]
+    assert cat.count_browsable(window) == 4 and cat.browse(100, 10) == []
+
+
+def test_browse_walks_the_date_index_without_sorting(tmp_path):
+    cat = Catalog(tmp_path / "catalog.db")
+    _bulk_library(cat, 10)
+    plan = " ".join(
+        str(r[-1])
+        for r in cat._query(
+            "EXPLAIN QUERY PLAN SELECT p.id FROM photos p WHERE p.status IN ('ok', 'offline') "
+            "AND (1) ORDER BY p.sort_date DESC, p.id DESC LIMIT 100 OFFSET 0"
+        )
+    )
+    assert "idx_photos_sort_date" in plan and "TEMP B-TREE" not in plan
+
+
+def test_sample_vectors_spreads_over_the_library(tmp_path):
+    cat = Catalog(tmp_path / "catalog.db")
+    _bulk_library(cat, 1000)
+    sample = cat.sample_vectors("m", 100)
+    assert sample.shape == (100, 8)
+    assert cat.sample_vectors("other-model", 100).shape[0] == 0
+    assert cat.sample_vectors("m", 5000).shape == (1000, 8)
+
+
+def test_caption_bank_by_source(tmp_path):
+    cat = Catalog(tmp_path / "catalog.db")
+    cat.add_captions(["a dog", "a cat"], "model")
+    cat.add_captions(["my query"], "query")
+    assert [c for _, c in cat.captions_missing_embeddings("m", "query")] == ["my query"]
+    assert cat.count_captions_missing("m") == 3
+    ids = [i for i, _ in cat.captions_missing_embeddings("m")]
+    cat.put_caption_embeddings("m", ids, np.eye(3, 4, dtype=np.float32))
+    texts, mat = cat.caption_matrix("m", "query")
+    assert texts == ["my query"] and mat.shape == (1, 4) and cat.count_captions_missing("m") == 0
