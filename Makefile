@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install run test lint bench bench-quick screenshot default-model clean
+.PHONY: install run test lint bench bench-quick screenshot desktop-entry default-model clean
 
 # Re-install only when the declared dependencies change.
 $(STAMP): pyproject.toml
@@ -26,6 +26,10 @@ test: install
 
 screenshot: install
 	$(PY) scripts/screenshot.py
+
+# The app in the desktop's application menu (.desktop file + icon under $XDG_DATA_HOME).
+desktop-entry: install
+	$(PY) -m desktop.desktop_entry
 
 # Benchmarks (issue 5); see BENCHMARKS.md. Inputs are cached in benchmarks/work/.
 bench: install

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
+from desktop.icon import app_icon
 from desktop.main_window import MainWindow
 from engine import settings
 from engine.settings import default_library_dir
@@ -64,6 +65,10 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
     app.setApplicationName("photosearch")
     app.setOrganizationName("photosearch")
+    # Matches the installed photosearch.desktop (make desktop-entry): on Wayland the
+    # compositor takes the window's icon and name from it.
+    app.setDesktopFileName("photosearch")
+    app.setWindowIcon(app_icon())
     apply_theme(app)
     QGuiApplication.styleHints().colorSchemeChanged.connect(lambda _s: apply_theme(app))
     return app

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.strength import strength_text
 from engine.library import CaptionHit
 
 
@@ -78,14 +79,14 @@ class CaptionsPanel(QWidget):
         self.list.addItem(QListWidgetItem("Finding captions\u2026"))
         self.list.item(0).setFlags(Qt.ItemFlag.NoItemFlags)
 
-    def show_progress(self, path: str, done: int, total: int) -> None:
-        """The first use per model embeds the whole caption bank; say so instead of
-        leaving "Finding captions..." up for a minute."""
+    def show_progress(self, path: str, percent: int) -> None:
+        """A model without stored caption vectors embeds its bank once; say so, with
+        progress, instead of leaving "Finding captions..." up for minutes."""
         if path != self.path or self.list.count() != 1 or self.captions():
             return
-        pct = int(100 * done / max(1, total))
-        self.list.item(0).setText(
-            f"Preparing {total:,} caption suggestions for this model (once)… {pct}%"
+        self.list.item(0).setText(f"Preparing caption suggestions\u2026 {percent}%")
+        self.list.item(0).setToolTip(
+            "This model came without its caption vectors; they are computed once."
         )
 
     def show_captions(self, path: str, hits: list[CaptionHit]) -> None:
@@ -98,7 +99,7 @@ class CaptionsPanel(QWidget):
             self.list.addItem(item)
             return
         for hit in hits:
-            item = QListWidgetItem(f"{hit.caption}\n    score {hit.score:.2f}")
+            item = QListWidgetItem(f"{hit.caption}\n{strength_text(hit.strength)}")
             item.setData(Qt.ItemDataRole.UserRole, hit.caption)
             item.setToolTip(f"Search for \u201c{hit.caption}\u201d")
             self.list.addItem(item)

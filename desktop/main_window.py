@@ -1,5 +1,10 @@
 """The main window: search box, filters, result grid, preview, captions panel, status bar.
 
+An empty search box browses the whole library, newest first; a query shows its confident
+matches ("23 matches"), then the weaker ones under a "Less likely" divider. "Find similar
+photos" puts a "Similar to" chip in the search bar, and text typed then refines from that
+photo.
+
 It composes the widgets, turns actions into `LibrarySession` calls and renders what the
 session's signals carry. It never calls the library and schedules nothing itself.
 """
@@ -29,15 +34,18 @@ from desktop.captions_panel import CaptionsPanel
 from desktop.dialogs import settings as prefs
 from desktop.dialogs.failures import FailuresDialog
 from desktop.dialogs.folders import FoldersDialog
+from desktop.icon import app_icon
 from desktop.results_pane import INDEXING_MESSAGE, ResultsPane
-from desktop.search_bar import FilterBar, SearchBox
-from desktop.session import EmbedderFactory, LibrarySession, SearchRequest
+from desktop.search_bar import FilterBar, SearchBox, SimilarChip, SortControl
+from desktop.session import BrowsePage, EmbedderFactory, LibrarySession, SearchRequest
 from desktop.status_bar import StatusBar, plural
 from desktop.thumbnails import ThumbnailLoader
 from engine.embedder import load_embedder
 from engine.library import FolderInfo, LibraryStatus, SearchResult
 
 SEARCH_DEBOUNCE_MS = 250
+KEY_GROUP_DUPLICATES = "view/group_duplicates"
+KEY_SORT = "view/sort"
 
 
 class MainWindow(QMainWindow):
@@ -66,6 +74,7 @@ class MainWindow(QMainWindow):
         self.context_menu: QMenu | None = None
 
         self.setWindowTitle("photosearch")
+        self.setWindowIcon(app_icon())
         self.resize(1180, 780)
         self._build_ui()
         self._build_actions()
@@ -84,6 +93,13 @@ class MainWindow(QMainWindow):
         self.search.textEdited.connect(self._on_query_edited)
         self.search.returnPressed.connect(self._search_now)
         self.search.returnPressed.connect(self._remember_query)
+        self.search.backspace_empty.connect(self.clear_similar)
+        self.similar_chip = SimilarChip()
+        self.similar_chip.cleared.connect(self.clear_similar)
+        self.sort_control = SortControl()
+        self.sort_control.set_value(str(self.settings.value(KEY_SORT, "relevance")))
+        self.sort_control.changed.connect(self._on_sort_changed)
+        self.sort_control.setVisible(False)
         self.filter_bar = FilterBar()
         self.filter_bar.changed.connect(lambda: self.debounce.start(0))
         self.folders_btn = QPushButton("Folders\u2026")
@@ -94,13 +110,13 @@ class MainWindow(QMainWindow):
         self.result_count.setEnabled(False)
 
         self.results = ResultsPane(self.loader, self.session.runner, prefs.thumb_size(self.settings))
-        self.results.leave_similar.connect(self._leave_similar_mode)
         self.results.open_requested.connect(self.open_selected)
         self.results.preview_requested.connect(self.show_preview)
         self.results.context_menu_requested.connect(self._show_context_menu)
         self.results.welcome.start.connect(self._on_welcome_start)
         self.search.down_pressed.connect(self.results.enter_grid)
         self.grid, self.model = self.results.grid, self.results.model
+        self.model.set_grouping(self._setting_bool(KEY_GROUP_DUPLICATES, True))
         self.captions_panel = CaptionsPanel()
         self.captions_panel.caption_clicked.connect(self.set_query)
         self.captions_panel.close_requested.connect(lambda: self.captions_panel.setVisible(False))
@@ -108,10 +124,14 @@ class MainWindow(QMainWindow):
 
         top = QHBoxLayout()
         top.setSpacing(8)
-        for widget, stretch in ((self.search, 1), (self.folders_btn, 0), (self.settings_btn, 0)):
+        for widget, stretch in (
+            (self.similar_chip, 0), (self.search, 1), (self.folders_btn, 0), (self.settings_btn, 0)
+        ):
             top.addWidget(widget, stretch)
         filters = QHBoxLayout()
         filters.addWidget(self.filter_bar, 1)
+        filters.addWidget(self.sort_control)
+        filters.addSpacing(12)
         filters.addWidget(self.result_count)
         left = QWidget()
         column = QVBoxLayout(left)
@@ -171,6 +191,12 @@ class MainWindow(QMainWindow):
         quit_action = menu.addAction("&Quit")
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
+        view = self.menuBar().addMenu("&View")
+        self.act_group = view.addAction("&Group near-identical photos")
+        self.act_group.setCheckable(True)
+        self.act_group.setChecked(self.model.grouping())
+        self.act_group.setToolTip("Show burst shots, edited copies and resized exports as one tile")
+        self.act_group.toggled.connect(self.set_grouping)
         photo = self.menuBar().addMenu("&Photo")
         self._add_photo_actions(photo)
         photo.aboutToShow.connect(self._update_photo_actions)
@@ -202,6 +228,12 @@ class MainWindow(QMainWindow):
         s.index_finished.connect(lambda run, report: self.status.show_index_report(report, run.full))
         s.index_failed.connect(lambda _run, m: self.status.show_done(f"Indexing stopped: {m}"))
         s.results_ready.connect(self._on_results)
+        s.browse_ready.connect(self._on_browse)
+        s.browse_page_ready.connect(lambda _req, offset, hits: self.model.append_page(offset, hits))
+        self.model.page_wanted.connect(s.fetch_browse_page)
+        s.duplicates_ready.connect(self._on_duplicates)
+        s.caption_bank_progress.connect(self.status.show_bank_progress)
+        s.caption_bank_done.connect(self.status.show_bank_done)
         s.search_failed.connect(self._on_search_failed)
         s.captions_progress.connect(self.captions_panel.show_progress)
         s.captions_ready.connect(self.captions_panel.show_captions)
@@ -228,8 +260,12 @@ class MainWindow(QMainWindow):
 
     def _on_status(self, status: LibraryStatus) -> None:
         self.status.set_failures(status.failures)
+        last = self.session.last_request
         if not self.search.text().strip() and self._similar_to is None:
-            self._show_empty_state()
+            if last is None or last.kind != "browse":
+                self._search_now()  # browse the library
+            elif not self.model.rowCount():
+                self._show_empty_state()
 
     def _on_folders_changed(self, folders: list[FolderInfo]) -> None:
         self.filter_bar.set_folders(folders)
@@ -256,25 +292,34 @@ class MainWindow(QMainWindow):
         self.search.selectAll()
 
     def _on_query_edited(self, _text: str) -> None:
-        if self._similar_to is not None:
-            self._similar_to = None
-            self.results.show_similar_bar(None)
+        # Text typed with the "Similar to" chip up refines from that photo.
         self.debounce.start(SEARCH_DEBOUNCE_MS)
+
+    def current_request(self) -> SearchRequest:
+        """What the search bar asks for now: text (from the chip's photo, if any), the
+        chip's photo alone, or (empty box) the whole library."""
+        query = self.search.text().strip()
+        folder, d0, d1 = self.filter_bar.filters()
+        sort = self.sort_control.value()
+        if query:
+            return SearchRequest(
+                "text", query, folder=folder, date_from=d0, date_to=d1,
+                like_photo=self._similar_to, sort=sort,  # type: ignore[arg-type]
+            )
+        if self._similar_to is not None:
+            return SearchRequest("similar", self._similar_to, sort=sort)  # type: ignore[arg-type]
+        return SearchRequest("browse", "", folder=folder, date_from=d0, date_to=d1)
 
     def _search_now(self) -> None:
         self.debounce.stop()
-        if self._similar_to is not None:
-            self.session.search(SearchRequest("similar", self._similar_to))
-            return
-        query = self.search.text().strip()
-        if query:
-            folder, d0, d1 = self.filter_bar.filters()
-            self.session.search(SearchRequest("text", query, folder=folder, date_from=d0, date_to=d1))
-            return
-        self.session.clear_search()
-        self.results.clear()
-        self.result_count.setText("")
-        self._show_empty_state()
+        request = self.current_request()
+        self.sort_control.setVisible(request.kind != "browse")
+        self.session.search(request)
+
+    def _on_sort_changed(self, value: str) -> None:
+        self.settings.setValue(KEY_SORT, value)
+        if self.session.last_request is not None and self.session.last_request.kind != "browse":
+            self._search_now()
 
     def _on_results(self, request: SearchRequest, result: SearchResult, refresh: bool) -> None:
         if refresh and self.results.showing(self.results.preview):
@@ -283,10 +328,45 @@ class MainWindow(QMainWindow):
             self.search_done.emit()
             return  # nothing new: the grid (and its scroll position) is left alone
         n = len(result.hits)
-        self.result_count.setText(plural(n, "photo") if n else "")
+        if request.kind == "similar":
+            self.result_count.setText(plural(result.confident, "similar photo"))
+        elif result.weak or not result.confident:
+            self.result_count.setText("No good match" if n else "")
+        else:
+            self.result_count.setText(plural(result.confident, "match").replace("matchs", "matches"))
+        self.result_count.setToolTip(
+            f"{result.confident:,} confident, {n - result.confident:,} less likely" if n else ""
+        )
         if not n and request.kind == "text":
             self.results.show_no_match(self.filter_bar.is_filtering(), self.session.photo_count)
         self.search_done.emit()
+
+    def _on_browse(self, request: SearchRequest, page: BrowsePage, refresh: bool) -> None:
+        if refresh and self.results.showing(self.results.preview):
+            return
+        changed = self.results.show_browse(page.total, page.hits, keep_view=refresh)
+        self.result_count.setText(plural(page.total, "photo") if page.total else "")
+        self.result_count.setToolTip("Every photo, newest first" if page.total else "")
+        if changed and not page.total:
+            if self.filter_bar.is_filtering():
+                self.results.show_no_match(True, self.session.photo_count)
+            else:
+                self.results.show_empty_state(0, self.session.is_indexing())
+        self.search_done.emit()
+
+    def _on_duplicates(self, groups: list[tuple[str, ...]]) -> None:
+        self.results.set_groups(groups)
+
+    def set_grouping(self, on: bool) -> None:
+        """Near-identical photos as one tile with a count badge, or each on its own."""
+        self.settings.setValue(KEY_GROUP_DUPLICATES, bool(on))
+        self.results.set_grouping(bool(on))
+        if self.act_group.isChecked() != bool(on):
+            self.act_group.setChecked(bool(on))
+
+    def _setting_bool(self, key: str, default: bool) -> bool:
+        value = self.settings.value(key, default)
+        return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
 
     def _on_search_failed(self, message: str) -> None:
         self.status.set_text(f"Search failed: {message}")
@@ -337,12 +417,18 @@ class MainWindow(QMainWindow):
         if self.results.showing(self.results.preview):
             self.results.close_preview()
         self._similar_to = path
-        self.results.show_similar_bar(path)
-        self.session.search(SearchRequest("similar", path))
+        self.similar_chip.set_path(path)
+        # The photo alone first; what is typed next refines from it.
+        self.search.clear()
+        self.search.setFocus(Qt.FocusReason.OtherFocusReason)
+        self._search_now()
 
-    def _leave_similar_mode(self) -> None:
+    def clear_similar(self) -> None:
+        """Drop the "Similar to" chip: the text alone again (or browsing)."""
+        if self._similar_to is None:
+            return
         self._similar_to = None
-        self.results.show_similar_bar(None)
+        self.similar_chip.set_path(None)
         self._search_now()
 
     def open_selected(self) -> None:
@@ -368,9 +454,10 @@ class MainWindow(QMainWindow):
             QGuiApplication.clipboard().setText(path)
             self.status.set_text(f"Copied {path}", timeout_ms=3000)
 
-    def show_preview(self, row: int) -> None:
+    def show_preview(self, number: int) -> None:
+        """Preview photo `number` of the grid's photos (the divider does not count)."""
         self._remember_query()
-        self.results.show_preview(row)
+        self.results.show_preview(number)
 
     # ------------------------------------------------------------------ folders, failures
     def _on_welcome_start(self, folders: list[str]) -> None:

@@ -1,20 +1,23 @@
-"""Everything under the filter row: the weak-match banner, the "similar to" bar, and one
-page at a time: a message (loading, empty state, no results), the grid, the preview of one
-photo, or the first-run welcome panel."""
+"""Everything under the filter row: the weak-match banner, and one page at a time: a
+message (loading, empty state, no results), the grid, the preview of one photo, or the
+first-run welcome panel.
+
+Rows here are photo numbers (positions in `model.hits()`, what the preview steps
+through); the grid's own rows also hold the "Less likely" divider, so the pane converts."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 
-from PySide6.QtCore import QItemSelectionModel, QPoint, Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, Signal
+from PySide6.QtWidgets import QLabel, QStackedWidget, QVBoxLayout, QWidget
 
 from desktop.photo_grid import PathRole, PhotoDelegate, PhotoGridModel, PhotoGridView
 from desktop.preview import PreviewPane
 from desktop.tasks import TaskRunner
 from desktop.thumbnails import ThumbnailLoader
 from desktop.welcome import WelcomePanel
-from engine.library import SearchResult
+from engine.library import PhotoHit, SearchResult
 
 INDEXING_MESSAGE = "Indexing your photos\u2026\nYou can search as soon as the first ones are in."
 BANNER_STYLE = (
@@ -24,7 +27,6 @@ BANNER_STYLE = (
 
 
 class ResultsPane(QWidget):
-    leave_similar = Signal()  # "Back to text search"
     open_requested = Signal()  # Enter on a photo
     preview_requested = Signal(int)  # double click or Space on a row
     context_menu_requested = Signal(QPoint)  # grid viewport coordinates, row already selected
@@ -38,24 +40,15 @@ class ResultsPane(QWidget):
         self.banner.setWordWrap(True)
         self.banner.setVisible(False)
         self.banner.setStyleSheet(BANNER_STYLE)
-        self.similar_bar = QWidget()
-        self.similar_label = QLabel()
-        back = QPushButton("Back to text search")
-        back.clicked.connect(self.leave_similar.emit)
-        bar = QHBoxLayout(self.similar_bar)
-        bar.setContentsMargins(0, 0, 0, 0)
-        bar.addWidget(self.similar_label, 1)
-        bar.addWidget(back)
-        self.similar_bar.setVisible(False)
-
         self.model = PhotoGridModel(loader, self)
         self.grid = PhotoGridView()
         self.delegate = PhotoDelegate(self.grid, thumb_size)
         self.grid.setItemDelegate(self.delegate)
         self.grid.relayout_cells()
         self.grid.setModel(self.model)
-        self.grid.doubleClicked.connect(lambda idx: self.preview_requested.emit(idx.row()))
-        self.grid.preview_requested.connect(lambda idx: self.preview_requested.emit(idx.row()))
+        self.grid.doubleClicked.connect(self._preview_index)
+        self.grid.preview_requested.connect(self._preview_index)
+        self.grid.group_toggled.connect(self.toggle_group)
         self.grid.open_requested.connect(lambda _idx: self.open_requested.emit())
         self.grid.customContextMenuRequested.connect(self._on_context_menu)
         # Scrolling past thousands of items must not leave thousands of queued decodes.
@@ -79,7 +72,6 @@ class ResultsPane(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(8)
         layout.addWidget(self.banner)
-        layout.addWidget(self.similar_bar)
         layout.addWidget(self.pages, 1)
 
     # -- pages -----------------------------------------------------------------------------
@@ -101,11 +93,12 @@ class ResultsPane(QWidget):
             self.pages.setCurrentWidget(self.message)
 
     def show_empty_state(self, photo_count: int, indexing: bool) -> None:
-        """What an empty search box shows (not over the welcome panel or the preview)."""
+        """What an empty search box shows until the library's photos are there to browse
+        (not over the welcome panel or the preview)."""
         if self.showing(self.welcome) or self.showing(self.preview):
             return
         if photo_count:
-            self.show_message(f"Type to search your {photo_count:,} photos")
+            self.show_message(f"Loading your {photo_count:,} photos\u2026")
         elif indexing:
             self.show_message(INDEXING_MESSAGE)
         else:
@@ -119,11 +112,16 @@ class ResultsPane(QWidget):
         else:
             self.show_message("No photos found.")
 
-    def show_preview(self, row: int) -> None:
-        if self.model.hit(row) is None:
+    def _preview_index(self, idx: QModelIndex) -> None:
+        number = self.model.photo_number(idx.row())
+        if number >= 0:
+            self.preview_requested.emit(number)
+
+    def show_preview(self, number: int) -> None:
+        if not 0 <= number < len(self.model.hits()):
             return
         self.pages.setCurrentWidget(self.preview)
-        self.preview.show_row(row)
+        self.preview.show_row(number)
         self.preview.setFocus()
 
     def close_preview(self) -> None:
@@ -140,34 +138,68 @@ class ResultsPane(QWidget):
             if not self.grid.currentIndex().isValid():
                 self.select_row(0)
 
-    def show_similar_bar(self, path: str | None) -> None:
-        """"Photos similar to NAME" above the grid, or (None) no such bar."""
-        if path is not None:
-            self.similar_label.setText(f"Photos similar to <b>{os.path.basename(path)}</b>")
-            self.banner.setVisible(False)
-        self.similar_bar.setVisible(path is not None)
-
     # -- results ---------------------------------------------------------------------------
 
     def show_result(self, result: SearchResult, keep_view: bool) -> bool:
         """Fill the grid; `keep_view` keeps the selection and scroll position (a re-run of
         the same search). False: nothing changed, so nothing was touched."""
         hits = list(result.hits)
-        if keep_view and [h.path for h in hits] == self.model.paths():
+        confident = result.confident
+        if (
+            keep_view
+            and self.model.mode == "search"
+            and confident == self.model.confident()
+            and [h.path for h in hits] == [h.path for h in self.model.source()]
+        ):
             return False
+        self._refill(lambda: self.model.set_hits(hits, confident), keep_view, bool(hits))
+        self.banner.setVisible(result.weak and bool(hits))
+        return True
+
+    def show_browse(self, total: int, hits: list[PhotoHit], keep_view: bool) -> bool:
+        """The library, newest first (`hits` its first rows, `total` in all); like
+        `show_result`."""
+        if (
+            keep_view
+            and self.model.mode == "browse"
+            and total == self.model.total()
+            and [h.path for h in hits] == [h.path for h in self.model.source()]
+        ):
+            return False
+        self._refill(lambda: self.model.set_browse(total, hits), keep_view, bool(hits))
+        self.banner.setVisible(False)
+        return True
+
+    def _refill(self, fill: Callable[[], None], keep_view: bool, any_rows: bool) -> None:
         selected = self.current_path()
         scroll = self.grid.verticalScrollBar().value()
-        self.model.set_hits(hits)
+        fill()
         if keep_view:
             if selected is not None and (row := self.model.row_of(selected)) is not None:
-                self.select_row(row, scroll=False)
+                self.select_row(self.model.photo_number(row), scroll=False)
             self.grid.verticalScrollBar().setValue(scroll)
-        elif hits:
+        elif any_rows:
             self.grid.scrollToTop()
-        self.banner.setVisible(result.weak and bool(hits))
-        if hits and not self.showing(self.preview):
+        if any_rows and not self.showing(self.preview):
             self.pages.setCurrentWidget(self.grid)
-        return True
+
+    def toggle_group(self, row: int) -> None:
+        """Expand or fold the near-duplicate group at grid `row`, keeping the view still."""
+        self._keeping_view(lambda: self.model.toggle_group(row))
+
+    def set_groups(self, groups: list[tuple[str, ...]]) -> None:
+        self._keeping_view(lambda: self.model.set_groups(groups))
+
+    def set_grouping(self, on: bool) -> None:
+        self._keeping_view(lambda: self.model.set_grouping(on))
+
+    def _keeping_view(self, change: Callable[[], object]) -> None:
+        selected = self.current_path()
+        scroll = self.grid.verticalScrollBar().value()
+        change()
+        if selected is not None and (r := self.model.row_of(selected)) is not None:
+            self.select_row(self.model.photo_number(r), scroll=False)
+        self.grid.verticalScrollBar().setValue(scroll)
 
     def clear(self) -> None:
         self.model.set_hits([])
@@ -176,8 +208,9 @@ class ResultsPane(QWidget):
     # -- selection -------------------------------------------------------------------------
 
     def current_row(self) -> int:
+        """The current photo's number in `model.hits()`, or -1."""
         idx = self.grid.currentIndex()
-        return idx.row() if idx.isValid() else -1
+        return self.model.photo_number(idx.row()) if idx.isValid() else -1
 
     def current_path(self) -> str | None:
         """The photo the actions apply to: the one previewed, else the grid's current one."""
@@ -187,9 +220,12 @@ class ResultsPane(QWidget):
         idx = self.grid.currentIndex()
         return idx.data(PathRole) if idx.isValid() else None
 
-    def select_row(self, row: int, scroll: bool = True) -> None:
-        idx = self.model.index(row)
-        if not idx.isValid():
+    def select_row(self, number: int, scroll: bool = True) -> None:
+        """Make photo `number` (of `model.hits()`) the current one."""
+        if number < 0:
+            return
+        idx = self.model.index(self.model.row_of_photo(number))
+        if not idx.isValid() or self.model.hit(idx.row()) is None:
             return
         self.grid.selectionModel().setCurrentIndex(idx, QItemSelectionModel.SelectionFlag.ClearAndSelect)
         if scroll:
@@ -197,6 +233,6 @@ class ResultsPane(QWidget):
 
     def _on_context_menu(self, pos: QPoint) -> None:
         idx = self.grid.indexAt(pos)
-        if idx.isValid():
-            self.select_row(idx.row(), scroll=False)
+        if idx.isValid() and self.model.hit(idx.row()) is not None:
+            self.select_row(self.model.photo_number(idx.row()), scroll=False)
             self.context_menu_requested.emit(pos)

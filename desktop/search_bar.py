@@ -1,20 +1,25 @@
-"""The search box, and the filter row under it: only photos from one folder, or taken
-between two dates."""
+"""The search box (with its "Similar to" chip), the filter row under it (only photos from
+one folder, or taken between two dates) and the "Sort by" control."""
 
 from __future__ import annotations
 
+import html
 import os
 from datetime import datetime, time
 
 from PySide6.QtCore import QDate, Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (
+    QAbstractButton,
+    QButtonGroup,
     QCheckBox,
     QComboBox,
     QDateEdit,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QToolButton,
     QWidget,
 )
 
@@ -23,15 +28,32 @@ from engine.library import FolderInfo
 Filters = tuple[str | None, datetime | None, datetime | None]  # folder, taken from, taken to
 
 
+QUERY_SYNTAX_TIP = (
+    "<b>Describe the photo you are looking for</b>, e.g. <i>a dog running on grass</i>."
+    "<table cellspacing='4'>"
+    "<tr><td><tt>dog beach -people</tt></td><td>like \u201cdog beach\u201d, away from people</td></tr>"
+    "<tr><td><tt>\"red car\" +night</tt></td><td>a quoted phrase, plus a concept</td></tr>"
+    "<tr><td><tt>-term</tt></td><td>rank photos with this lower</td></tr>"
+    "<tr><td><tt>+term</tt></td><td>add this concept to the rest</td></tr>"
+    "</table>"
+    "Right-click a photo, choose <i>Find similar photos</i>, then type to refine it "
+    "(\u201cthis photo, but at night\u201d). Leave the box empty to browse every photo, "
+    "newest first."
+)
+
+
 class SearchBox(QLineEdit):
     """A large line edit; Down emits `down_pressed`, on which the window moves into the
-    results, so the keyboard alone is enough: Ctrl+F, type, Down, arrows, Enter."""
+    results, so the keyboard alone is enough: Ctrl+F, type, Down, arrows, Enter.
+    Backspace in an empty box emits `backspace_empty` (drops the "Similar to" chip)."""
 
     down_pressed = Signal()
+    backspace_empty = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setPlaceholderText("Describe a photo, e.g. \u201ca dog running on grass\u201d")
+        self.setToolTip(QUERY_SYNTAX_TIP)
         self.setClearButtonEnabled(True)
         self.setMinimumHeight(32)
         font = self.font()
@@ -41,7 +63,83 @@ class SearchBox(QLineEdit):
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Down:
             self.down_pressed.emit()
+        if event.key() == Qt.Key.Key_Backspace and not self.text():
+            self.backspace_empty.emit()
         super().keyPressEvent(event)
+
+
+class SimilarChip(QFrame):
+    """ "Similar to: name.jpg ✕" before the search box: what the query refines."""
+
+    cleared = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("similarChip")
+        self.path: str | None = None
+        self.label = QLabel()
+        self.close_btn = QToolButton()
+        self.close_btn.setText("\u2715")
+        self.close_btn.setAutoRaise(True)
+        self.close_btn.setToolTip("Stop searching from this photo")
+        self.close_btn.clicked.connect(self.cleared.emit)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(10, 2, 2, 2)
+        row.setSpacing(2)
+        row.addWidget(self.label)
+        row.addWidget(self.close_btn)
+        self.setStyleSheet(
+            "#similarChip { border: 1px solid palette(highlight); border-radius: 13px;"
+            " background: palette(base); }"
+        )
+        self.setVisible(False)
+
+    def set_path(self, path: str | None) -> None:
+        self.path = path
+        if path is not None:
+            self.label.setText(f"Similar to: <b>{html.escape(os.path.basename(path))}</b>")
+            self.setToolTip(f"{path}\nType to refine: \u201cthis photo, but \u2026\u201d")
+        self.setVisible(path is not None)
+
+
+class SortControl(QWidget):
+    """ "Sort by: Relevance | Date": how the confident matches are ordered."""
+
+    changed = Signal(str)  # "relevance" or "date"
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.group = QButtonGroup(self)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(QLabel("Sort by:"))
+        row.addSpacing(6)
+        self.buttons: dict[str, QToolButton] = {}
+        for key, text, tip in (
+            ("relevance", "Relevance", "Best matches first"),
+            ("date", "Date", "The matches newest first"),
+        ):
+            b = QToolButton()
+            b.setText(text)
+            b.setToolTip(tip)
+            b.setCheckable(True)
+            b.setAutoRaise(True)
+            self.group.addButton(b)
+            self.buttons[key] = b
+            row.addWidget(b)
+        self.buttons["relevance"].setChecked(True)
+        self.group.buttonToggled.connect(self._toggled)
+
+    def _toggled(self, button: QAbstractButton, on: bool) -> None:
+        if on:
+            self.changed.emit(self.value())
+
+    def value(self) -> str:
+        return "date" if self.buttons["date"].isChecked() else "relevance"
+
+    def set_value(self, value: str) -> None:
+        self.buttons["date" if value == "date" else "relevance"].setChecked(True)
 
 
 class FilterBar(QWidget):

@@ -7,10 +7,14 @@ renders what the signals carry:
 * one indexing pass at a time; watcher paths queue behind it, and a wanted full reconcile
   supersedes the queued paths;
 * a model switch pauses indexing (both write vectors) and resumes it afterwards;
-* every search gets a generation, and answers to older ones are dropped;
+* every search gets a generation, and answers to older ones are dropped; an empty query
+  browses the library (newest first), page by page as the grid asks for more;
 * while indexing, the current search is re-run at most every `REQUERY_INTERVAL_MS`, so new
   photos show up without the grid jumping on every batch;
-* the caption bank is embedded once, after the first full pass (never competing with it);
+* captions: a model that ships its caption-bank vectors answers at once; otherwise the bank
+  is embedded once, after the first full pass (never competing with it) or when the panel
+  asks first, and the panel's request waits on that one preparation and shows its progress;
+* near-duplicate groups are fetched after opening and after every indexing pass;
 * status refreshes after every pass, folder change and re-query.
 
 Threading rule: no `Library` method runs on the GUI thread. Every call is a task
@@ -35,12 +39,12 @@ from desktop.watch import WatchBridge
 from engine.embedder import Embedder
 from engine.errors import ModelMismatchError
 from engine.library import (
-    CaptionHit,
     FolderInfo,
     IndexProgress,
     IndexReport,
     Library,
     LibraryStatus,
+    PhotoHit,
     SearchResult,
 )
 
@@ -51,6 +55,8 @@ log = logging.getLogger(__name__)
 EmbedderFactory = Callable[[str], Embedder]
 
 TOP_K = 1000
+# Browse pages: a screenful is ~50 tiles; one page keeps a fast scroll ahead of the view.
+BROWSE_PAGE = 400
 REQUERY_INTERVAL_MS = 1500
 # A watcher batch smaller than this is indexed without a progress bar or status message.
 QUIET_BATCH = 20
@@ -58,14 +64,25 @@ QUIET_BATCH = 20
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """What the grid asks for: photos matching a text, or photos similar to one photo."""
+    """What the grid asks for: photos matching a text (refined from `like_photo` if set),
+    photos similar to one photo, or (`browse`) the whole library newest first."""
 
-    kind: Literal["text", "similar"]
-    query: str  # the text, or the photo's path
+    kind: Literal["text", "similar", "browse"]
+    query: str  # the text, the photo's path, or "" to browse
     top_k: int = TOP_K
     folder: str | None = None
     date_from: datetime | None = None
     date_to: datetime | None = None
+    like_photo: str | None = None
+    sort: Literal["relevance", "date"] = "relevance"
+
+
+@dataclass(frozen=True)
+class BrowsePage:
+    """The first rows of the library under the filters, and how many there are in all."""
+
+    total: int
+    hits: list[PhotoHit]
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,7 +135,7 @@ def index_pass(task: Task[IndexReport], library: Library, run: IndexRun) -> Inde
 
 def run_search(library: Library, request: SearchRequest) -> SearchResult:
     if request.kind == "similar":
-        return library.similar_photos(request.query, top_k=request.top_k)
+        return library.similar_photos(request.query, top_k=request.top_k, sort=request.sort)
     # Search-as-you-type: half-typed queries must not become caption suggestions.
     return library.search_text(
         request.query,
@@ -127,26 +144,39 @@ def run_search(library: Library, request: SearchRequest) -> SearchResult:
         date_from=request.date_from,
         date_to=request.date_to,
         remember=False,
+        sort=request.sort,
+        like_photo=request.like_photo,
     )
 
 
-def _bank_progress(task: Task[Any]) -> Callable[[int, int], None]:
-    """Progress for `Library.prepare_captions` that stops it at the next chunk on cancel."""
-
-    def progress(done: int, total: int) -> None:
-        task.raise_if_cancelled()
-        task.report((done, total), force=done >= total)
-
-    return progress
+def browse_first_page(library: Library, request: SearchRequest, limit: int) -> BrowsePage:
+    filters = {"folder": request.folder, "date_from": request.date_from, "date_to": request.date_to}
+    hits = library.browse(0, limit, **filters)
+    # Counted after the page, so a page longer than the count (photos added in between)
+    # still shows; the model takes the larger.
+    return BrowsePage(library.count_photos(**filters), hits)
 
 
-def captions_for(
-    task: Task[list[CaptionHit]], library: Library, path: str, top_k: int = 10
-) -> list[CaptionHit]:
-    # Embedding the bank first, chunk by chunk, keeps a first-time request cancellable
-    # (quitting must not wait a minute) and lets the panel show progress.
-    library.prepare_captions(progress=_bank_progress(task))
-    return library.similar_captions(path, top_k=top_k)
+def browse_page(library: Library, request: SearchRequest, offset: int, limit: int) -> list[PhotoHit]:
+    return library.browse(
+        offset, limit, folder=request.folder, date_from=request.date_from, date_to=request.date_to
+    )
+
+
+def prepare_bank(task: Task[bool], library: Library) -> bool:
+    """Make the caption bank's vectors ready (nothing to do when the model ships them).
+
+    Embedding chunk by chunk keeps it cancellable (quitting must not wait a minute) and
+    lets the panel and the status bar show progress (whole percents). True: work was done."""
+    if library.caption_bank_ready():
+        return False
+
+    def progress(fraction: float) -> None:
+        task.raise_if_cancelled()  # stops the engine at the next chunk
+        task.report(int(100 * fraction), force=fraction >= 1.0)
+
+    library.prepare_caption_bank(progress=progress)
+    return True
 
 
 def switch_model(
@@ -182,8 +212,14 @@ class LibrarySession(QObject):
     index_failed = Signal(object, str)  # IndexRun, message
     # SearchRequest, SearchResult, refresh (a re-run of the same search: keep the view)
     results_ready = Signal(object, object, bool)
+    # SearchRequest (kind "browse"), BrowsePage, refresh
+    browse_ready = Signal(object, object, bool)
+    browse_page_ready = Signal(object, int, object)  # SearchRequest, offset, list[PhotoHit]
     search_failed = Signal(str)
-    captions_progress = Signal(str, int, int)  # path, done, total
+    duplicates_ready = Signal(object)  # list[tuple[str, ...]]: paths, representative first
+    caption_bank_progress = Signal(int)  # percent (the background preparation)
+    caption_bank_done = Signal(bool)  # True: it was prepared now (not shipped with the model)
+    captions_progress = Signal(str, int)  # path, percent of the bank prepared
     captions_ready = Signal(str, object)  # path, list[CaptionHit]
     captions_failed = Signal(str, str)  # path, message
     failures_ready = Signal(object)  # list[(path, reason)]
@@ -220,7 +256,11 @@ class LibrarySession(QObject):
         self._switch_task: Task[str] | None = None
         self._search_generation = 0
         self._search_when_open = False
-        self._captions_prepared = False
+        self._captions_prepared = False  # the after-first-pass preparation was started
+        self._bank_ready = False
+        self._bank_task: Task[bool] | None = None
+        self._captions_wanted: tuple[str, int] | None = None  # path, top_k
+        self._loaded_rows = 0  # browse rows the grid holds (a refresh re-reads them all)
         self._requery = QTimer(self)
         self._requery.setSingleShot(True)
         self._requery.setInterval(REQUERY_INTERVAL_MS)
@@ -255,6 +295,8 @@ class LibrarySession(QObject):
         self.model_id = library.embedder.model_id
         self.opened.emit(reembedding)
         self._request_status(first=True)
+        self._check_bank()
+        self.request_duplicates()
         if self._search_when_open:
             self._search_when_open = False
             if self.last_request is not None:
@@ -442,6 +484,8 @@ class LibrarySession(QObject):
             return
         self.index_finished.emit(run, report)
         self.refresh()
+        if report.indexed or report.moved or report.removed:
+            self.request_duplicates()
         self._next_index_work()
         if run.full and self._index_run is None and not self._captions_prepared:
             # After the first full pass, so it never competes with indexing for the CPU.
@@ -470,8 +514,9 @@ class LibrarySession(QObject):
     # -- searching -------------------------------------------------------------------------
 
     def search(self, request: SearchRequest) -> None:
-        """Answers come as `results_ready`; one typed while the model loads runs once the
-        library is open."""
+        """Answers come as `results_ready` (`browse_ready` for kind "browse"); one typed
+        while the model loads runs once the library is open."""
+        self._loaded_rows = 0
         self._run_search(request, refresh=False)
 
     def clear_search(self) -> None:
@@ -487,6 +532,18 @@ class LibrarySession(QObject):
             return
         self._search_generation += 1
         generation = self._search_generation
+        if request.kind == "browse":
+            # A refresh re-reads every row the grid holds, so the view can stay where it is.
+            limit = max(BROWSE_PAGE, self._loaded_rows if refresh else 0)
+            self.runner.run_task(
+                "browse",
+                lambda _task: browse_first_page(library, request, limit),
+                on_result=self._live(
+                    lambda page: self._on_browse_done(generation, request, page, refresh)
+                ),
+                on_error=self._live(lambda message: self._on_search_failed(generation, message)),
+            )
+            return
         self.runner.run_task(
             "search",
             lambda _task: run_search(library, request),
@@ -504,6 +561,39 @@ class LibrarySession(QObject):
         self.last_result = result
         self.results_ready.emit(request, result, refresh)
 
+    def _on_browse_done(
+        self, generation: int, request: SearchRequest, page: BrowsePage, refresh: bool
+    ) -> None:
+        if generation != self._search_generation:
+            return
+        self.last_result = None
+        self._loaded_rows = len(page.hits)
+        self.browse_ready.emit(request, page, refresh)
+
+    def fetch_browse_page(self, offset: int) -> None:
+        """The grid scrolled near the end of the rows it holds: load the next page (the
+        answer comes as `browse_page_ready`, and is dropped if the list changed since)."""
+        library, request = self.library, self.last_request
+        if library is None or request is None or request.kind != "browse" or self._closed:
+            return
+        generation = self._search_generation
+        self.runner.run_task(
+            "browse-page",
+            lambda _task: browse_page(library, request, offset, BROWSE_PAGE),
+            on_result=self._live(
+                lambda hits: self._on_browse_page(generation, request, offset, hits)
+            ),
+            on_error=self._live(lambda message: self._on_search_failed(generation, message)),
+        )
+
+    def _on_browse_page(
+        self, generation: int, request: SearchRequest, offset: int, hits: list[PhotoHit]
+    ) -> None:
+        if generation != self._search_generation:
+            return
+        self._loaded_rows = max(self._loaded_rows, offset + len(hits))
+        self.browse_page_ready.emit(request, offset, hits)
+
     def _on_search_failed(self, generation: int, message: str) -> None:
         if generation == self._search_generation:
             self.search_failed.emit(message)
@@ -515,29 +605,96 @@ class LibrarySession(QObject):
         if query and library is not None:
             self.runner.run_task("remember-query", lambda _task: library.remember_query(query))
 
+    # -- near-duplicates -------------------------------------------------------------------
+
+    def request_duplicates(self) -> None:
+        library = self.library
+        if library is None or self._closed:
+            return
+        self.runner.run_task(
+            "duplicates",
+            lambda _task: [tuple(g.paths) for g in library.duplicate_groups()],
+            on_result=self._live(self.duplicates_ready.emit),
+        )
+
     # -- captions --------------------------------------------------------------------------
 
     def find_captions(self, path: str, top_k: int = 10) -> None:
+        """Captions for `path` as `captions_ready`. With the bank's vectors ready this is
+        one lookup; otherwise it waits for the one preparation (started now if it is not
+        running yet) and shows that preparation's progress as `captions_progress`."""
+        library = self.library
+        if library is None:
+            return
+        if not self._bank_ready:
+            self._captions_wanted = (path, top_k)
+            self._prepare_bank()
+            return
+        self._lookup_captions(path, top_k)
+
+    def _lookup_captions(self, path: str, top_k: int) -> None:
         library = self.library
         if library is None:
             return
         self.runner.run_task(
             "captions",
-            lambda task: captions_for(task, library, path, top_k),
+            lambda _task: library.similar_captions(path, top_k=top_k),
             on_result=self._live(lambda hits: self.captions_ready.emit(path, hits)),
             on_error=self._live(lambda message: self.captions_failed.emit(path, message)),
-            on_progress=self._live(lambda p: self.captions_progress.emit(path, *p)),
         )
 
-    def _prepare_captions(self) -> None:
-        """Embed the model's caption bank ahead of time, so the first "Find similar captions"
-        answers at once instead of after a minute of CPU; stops between chunks on cancel."""
+    def _check_bank(self) -> None:
+        """Is the bank ready (shipped with the model, or prepared on an earlier run)?"""
         library = self.library
-        if library is not None:
-            self.runner.run_task(
-                "prepare-captions",
-                lambda task: library.prepare_captions(progress=_bank_progress(task)),
-            )
+        if library is None:
+            return
+        self.runner.run_task(
+            "caption-bank-ready",
+            lambda _task: library.caption_bank_ready(),
+            on_result=self._live(self._on_bank_checked),
+        )
+
+    def _on_bank_checked(self, ready: bool) -> None:
+        if ready and self._bank_task is None:
+            self._bank_ready = True
+
+    def _prepare_bank(self) -> None:
+        """Embed the model's caption bank once, in the background, unless it is ready or
+        being prepared; stops between chunks on cancel."""
+        library = self.library
+        if library is None or self._bank_ready or self._bank_task is not None:
+            return
+        self._bank_task = self.runner.run_task(
+            "prepare-captions",
+            lambda task: prepare_bank(task, library),
+            on_result=self._live(self._on_bank_prepared),
+            on_error=self._live(self._on_bank_failed),
+            on_progress=self._live(self._on_bank_progress),
+        )
+
+    def _on_bank_progress(self, percent: int) -> None:
+        self.caption_bank_progress.emit(percent)
+        if self._captions_wanted is not None:
+            self.captions_progress.emit(self._captions_wanted[0], percent)
+
+    def _on_bank_prepared(self, worked: bool) -> None:
+        self._bank_task = None
+        self._bank_ready = True
+        self.caption_bank_done.emit(worked)
+        wanted, self._captions_wanted = self._captions_wanted, None
+        if wanted is not None:
+            self._lookup_captions(*wanted)
+
+    def _on_bank_failed(self, message: str) -> None:
+        self._bank_task = None
+        wanted, self._captions_wanted = self._captions_wanted, None
+        self.caption_bank_done.emit(False)
+        if wanted is not None:
+            self.captions_failed.emit(wanted[0], message)
+
+    def _prepare_captions(self) -> None:
+        """Ahead of time, so the first "Find similar captions" answers at once."""
+        self._prepare_bank()
 
     # -- model switch ----------------------------------------------------------------------
 
@@ -569,7 +726,10 @@ class LibrarySession(QObject):
         if self.last_request is not None:
             self._run_search(self.last_request, refresh=False)
         self._next_index_work()
-        self._prepare_captions()  # the new model needs its own bank vectors
+        self.request_duplicates()
+        # The new model needs its own bank vectors.
+        self._bank_ready = False
+        self._prepare_captions()
 
     def _on_switch_failed(self, message: str) -> None:
         self._switch_task = None

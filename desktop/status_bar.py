@@ -50,6 +50,7 @@ class StatusBar(QStatusBar):
         self.failures_btn.clicked.connect(self.failures_clicked.emit)
         self.failures_btn.setVisible(False)
         self.failure_count = 0
+        self._bank_busy = False  # the progress bar shows the caption-bank preparation
         self.addWidget(self.label, 1)
         self.addPermanentWidget(self.failures_btn)
         self.addPermanentWidget(self.progress)
@@ -67,6 +68,7 @@ class StatusBar(QStatusBar):
 
     def show_busy(self, text: str | None = None) -> None:
         """Work of unknown length: the progress bar bounces."""
+        self._bank_busy = False
         if text is not None:
             self.set_text(text)
         self.progress.setRange(0, 0)
@@ -78,6 +80,7 @@ class StatusBar(QStatusBar):
         self.set_text(text)
 
     def show_progress(self, what: str, p: IndexProgress) -> None:
+        self._bank_busy = False
         self.progress.setVisible(True)
         self.progress.setRange(0, max(1, p.total))
         self.progress.setValue(p.done)
@@ -108,6 +111,22 @@ class StatusBar(QStatusBar):
             self.set_text(", ".join(parts))
         elif report.indexed:
             self.set_text(f"Added {plural(report.indexed, 'new photo')}")
+
+    def show_bank_progress(self, percent: int) -> None:
+        """Background preparation of the caption suggestions (a model without them)."""
+        if self.progress.isVisible() and not self._bank_busy:
+            return  # indexing or a model switch owns the bar; they come first
+        self.progress.setVisible(True)
+        self.progress.setValue(percent)
+        self.set_text(f"Preparing caption suggestions\u2026 {percent}%")
+        self._bank_busy = True
+
+    def show_bank_done(self, worked: bool) -> None:
+        if self._bank_busy:
+            self._bank_busy = False
+            self.hide_progress()
+            if worked:
+                self.set_text("Caption suggestions ready")
 
     def set_failures(self, count: int) -> None:
         self.failure_count = count

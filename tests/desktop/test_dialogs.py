@@ -18,7 +18,7 @@ def test_folders_dialog_adds_and_removes(make_window, qtbot, photos, monkeypatch
     wait_indexed(qtbot, win, 8)
     qtbot.waitUntil(lambda: dlg.folder_paths() == [str(photos.resolve())], timeout=5000)
     win.set_query("red")
-    qtbot.waitUntil(lambda: win.model.rowCount() == 8, timeout=5000)
+    qtbot.waitUntil(lambda: win.model.mode == "search" and len(win.model.paths()) == 8, timeout=5000)
 
     dlg.select_path(str(photos.resolve()))
     monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes))

@@ -10,6 +10,7 @@ from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QListWidgetItem
 
+from desktop.strength import strength_text
 from engine.library import Library
 from engine.testing import FakeEmbedder
 from tests.desktop.conftest import SlowFakeEmbedder, wait_indexed, write_photo
@@ -23,12 +24,15 @@ def _indexed_window(make_window, qtbot, photos: Path, **kw):  # type: ignore[no-
 
 
 def _search(qtbot, win, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Type `text` and wait for its answer (the grid already shows the library before)."""
+    answered: list[str] = []
+    win.session.results_ready.connect(lambda req, _res, _refresh: answered.append(req.query))
     win.search.setFocus()
     win.search.clear()
     qtbot.keyClicks(win.search, text)
     qtbot.waitUntil(
-        lambda: win.model.rowCount() > 0 and win.session.last_request is not None
-        and win.session.last_request.query == text and not win.debounce.isActive(),
+        lambda: text in answered and win.session.last_request.query == text
+        and not win.debounce.isActive() and win.model.mode == "search",
         timeout=10000,
     )
     qtbot.wait(50)
@@ -45,8 +49,11 @@ def test_first_run_shows_welcome_then_indexes(make_window, qtbot, photos):
     assert str(photos) in win.results.welcome.chosen()
     win.results.welcome.start.emit([str(photos)])
     wait_indexed(qtbot, win, 8)
-    assert win.results.showing(win.results.message)
-    assert "Type to search your 8 photos" in win.results.message.text()
+    # With nothing typed, the grid shows the whole library, with its count.
+    qtbot.waitUntil(lambda: len(win.model.paths()) == 8, timeout=5000)
+    assert win.results.showing(win.grid)
+    assert win.model.mode == "browse"
+    assert win.result_count.text() == "8 photos"
 
 
 def test_typing_a_query_fills_the_grid(make_window, qtbot, photos):
@@ -55,17 +62,19 @@ def test_typing_a_query_fills_the_grid(make_window, qtbot, photos):
     assert win.results.showing(win.grid)
     assert sorted(_names(win, 2)) == ["red_0.jpg", "red_1.jpg"]
     assert not win.results.banner.isVisible()
-    # Tooltip: path, date and score.
+    # Tooltip: path, date and a strength people can read, no raw score.
     tip = win.model.data(win.model.index(0), 3)  # ToolTipRole
-    assert win.model.paths()[0] in tip and "score" in tip
+    hit = win.model.hit(0)
+    assert win.model.paths()[0] in tip and "score" not in tip
+    assert strength_text(hit.strength) in tip and "match" in tip
     _search(qtbot, win, "blue")
     assert sorted(_names(win, 2)) == ["blue_0.jpg", "blue_1.jpg"]
     # Thumbnails come from the engine's cache through the worker pool.
     qtbot.waitUntil(lambda: win.loader.cached(win.model.paths()[0])[1] is not None, timeout=5000)
-    # Clearing the box goes back to the empty state.
+    # Clearing the box goes back to browsing the library.
     win.set_query("")
-    qtbot.waitUntil(lambda: win.results.showing(win.results.message), timeout=3000)
-    assert "8 photos" in win.results.message.text()
+    qtbot.waitUntil(lambda: win.model.mode == "browse" and len(win.model.paths()) == 8, timeout=3000)
+    assert win.result_count.text() == "8 photos"
 
 
 def test_only_committed_queries_become_caption_suggestions(make_window, qtbot, photos):
@@ -95,7 +104,7 @@ def test_folder_filter(make_window, qtbot, photos, tmp_path):
     assert i > 0
     win.filter_bar.folder_combo.setCurrentIndex(i)
     qtbot.waitUntil(lambda: "red_other.jpg" not in _names(win, 9), timeout=5000)
-    assert win.model.rowCount() == 8
+    assert len(win.model.paths()) == 8
 
 
 def test_weak_match_shows_the_banner(make_window, qtbot, photos):
@@ -108,7 +117,8 @@ def test_weak_match_shows_the_banner(make_window, qtbot, photos):
     _search(qtbot, win, "zebra submarine")
     qtbot.waitUntil(lambda: win.results.banner.isVisible(), timeout=5000)
     assert "No good match" in win.results.banner.text()
-    assert win.model.rowCount() == 8  # still shows the closest photos
+    assert len(win.model.paths()) == 8  # still shows the closest photos
+    assert win.model.divider_row() is None  # nothing is confident, so nothing to divide
 
 
 def test_context_menu_actions(make_window, qtbot, photos, monkeypatch):
@@ -150,7 +160,8 @@ def test_context_menu_actions(make_window, qtbot, photos, monkeypatch):
     win.results.select_row(0)
     source = win.current_path()
     win.act_similar.trigger()
-    assert win.results.similar_bar.isVisible()
+    assert win.similar_chip.isVisible()
+    assert os.path.basename(source) in win.similar_chip.label.text()
     qtbot.waitUntil(
         lambda: win.model.rowCount() > 0 and source not in win.model.paths(), timeout=5000
     )

@@ -20,7 +20,8 @@ SIGNALS = (
     "folder_failed", "files_changed", "index_started", "index_progress", "index_finished",
     "index_failed", "results_ready", "search_failed", "captions_progress", "captions_ready",
     "captions_failed", "failures_ready", "model_switch_started", "model_switch_progress",
-    "model_switched", "model_switch_failed",
+    "model_switched", "model_switch_failed", "browse_ready", "browse_page_ready",
+    "duplicates_ready", "caption_bank_progress", "caption_bank_done",
 )
 
 
@@ -218,14 +219,75 @@ def test_captions_report_bank_progress_and_stop_at_the_next_chunk_on_cancel(qtbo
         def __init__(self, on_first_chunk: Callable[[], None] = lambda: None) -> None:
             self.chunks = 0
             self.on_first_chunk = on_first_chunk
+            self.lookups = 0
 
-        def prepare_captions(self, progress: Callable[[int, int], None]) -> int:
-            for done in range(256, 2049, 256):
+        def caption_bank_ready(self) -> bool:
+            return self.chunks >= 8
+
+        def prepare_caption_bank(self, progress: Callable[[float], None]) -> None:
+            for done in range(1, 9):
                 self.chunks += 1
                 if self.chunks == 1:
                     self.on_first_chunk()
-                progress(done, 2048)
-            return 2048
+                progress(done / 8)
+
+        def similar_captions(self, path: str, top_k: int) -> list[str]:
+            self.lookups += 1
+            return ["a caption"]
+
+        def close(self) -> None:
+            pass
+
+    session = LibrarySession(tmp_path / "unused", fake_factory, watch=False)
+    events = record(session)
+    lib = Lib()
+    session.library = lib  # type: ignore[assignment]
+    session.find_captions("/p.jpg")
+    qtbot.waitUntil(lambda: bool(events.named("captions_ready")), timeout=3000)
+    assert events.named("captions_ready") == [("/p.jpg", ["a caption"])]
+    # The panel and the status bar see the same one preparation's progress.
+    assert ("/p.jpg", 100) in events.named("captions_progress")
+    assert (100,) in events.named("caption_bank_progress")
+    assert events.named("caption_bank_done") == [(True,)]
+    # Prepared once: the next photo is one lookup, no second preparation.
+    events.clear()
+    session.find_captions("/p2.jpg")
+    qtbot.waitUntil(lambda: bool(events.named("captions_ready")), timeout=3000)
+    assert lib.chunks == 8 and lib.lookups == 2 and not events.named("captions_progress")
+
+    session2 = LibrarySession(tmp_path / "unused2", fake_factory, watch=False)
+    events2 = record(session2)
+    quitting = Lib(on_first_chunk=session2.runner.cancel_all)  # quit during the first chunk
+    session2.library = quitting  # type: ignore[assignment]
+    session2.find_captions("/q.jpg")
+    qtbot.waitUntil(lambda: not session2.runner.active("prepare-captions"), timeout=3000)
+    qtbot.wait(50)
+    assert quitting.chunks == 1  # stopped at the next chunk boundary
+    assert events2.named("captions_ready") == [] and events2.named("captions_failed") == []
+    session.shutdown()
+    session2.shutdown()
+
+
+def test_a_panel_request_during_the_background_preparation_waits_for_it_not_behind_it(
+    qtbot, tmp_path
+):
+    """Issue 14 #1: the panel's request queued behind the warm-up and showed nothing."""
+    import threading
+
+    gate = threading.Event()
+
+    class Lib:
+        def __init__(self) -> None:
+            self.prepared = 0
+
+        def caption_bank_ready(self) -> bool:
+            return self.prepared > 0
+
+        def prepare_caption_bank(self, progress: Callable[[float], None]) -> None:
+            progress(0.25)
+            gate.wait(5)
+            progress(1.0)
+            self.prepared += 1
 
         def similar_captions(self, path: str, top_k: int) -> list[str]:
             return ["a caption"]
@@ -235,20 +297,15 @@ def test_captions_report_bank_progress_and_stop_at_the_next_chunk_on_cancel(qtbo
 
     session = LibrarySession(tmp_path / "unused", fake_factory, watch=False)
     events = record(session)
-    session.library = Lib()  # type: ignore[assignment]
+    lib = Lib()
+    session.library = lib  # type: ignore[assignment]
+    session._prepare_captions()  # the background warm-up after the first full pass
+    qtbot.waitUntil(lambda: (25,) in events.named("caption_bank_progress"), timeout=3000)
     session.find_captions("/p.jpg")
+    gate.set()
     qtbot.waitUntil(lambda: bool(events.named("captions_ready")), timeout=3000)
-    assert events.named("captions_ready") == [("/p.jpg", ["a caption"])]
-    assert ("/p.jpg", 2048, 2048) in events.named("captions_progress")
-
-    quitting = Lib(on_first_chunk=session.runner.cancel_all)  # quit during the first chunk
-    session.library = quitting  # type: ignore[assignment]
-    events.clear()
-    session.find_captions("/q.jpg")
-    qtbot.waitUntil(lambda: not session.runner.active("captions"), timeout=3000)
-    qtbot.wait(50)
-    assert quitting.chunks == 1  # stopped at the next chunk boundary
-    assert events.named("captions_ready") == [] and events.named("captions_failed") == []
+    assert lib.prepared == 1  # one preparation served both
+    assert ("/p.jpg", 100) in events.named("captions_progress")
     session.shutdown()
 
 
