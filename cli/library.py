@@ -21,6 +21,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from cli import _LONE_SURROGATE, printable
 from engine.embedder import load_embedder
 from engine.errors import (
     EmptyQueryError,
@@ -59,9 +60,23 @@ def _open(args: argparse.Namespace, *, write: bool, reembed: bool = False) -> Li
     return Library.open(library_dir, embedder, read_only=not write, reembed=reembed)
 
 
+def _print(*parts: object, **kwargs: Any) -> None:
+    """print() with every byte of a file name that is not UTF-8 escaped (cli.printable)."""
+    print(*(printable(p) for p in parts), **kwargs)
+
+
 def _print_json(data: object) -> None:
-    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    """JSON on stdout that every locale can write. A name that is not UTF-8 keeps its exact
+    bytes as \\udcXX escapes (Python's json.loads turns them back into the str that
+    open() and os.fsencode() take); if the locale cannot encode some text, all non-ASCII
+    is escaped instead."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    text = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(data, indent=2)
+    sys.stdout.write(text + "\n")
 
 
 def _parse_date(text: str) -> datetime:
@@ -115,7 +130,7 @@ def _clean_query(text: str) -> str:
     if not any("\ud800" <= ch <= "\udfff" for ch in text):
         return text
     raw = text.encode("utf-8", "surrogateescape" if _only_escapes(text) else "replace")
-    print(
+    _print(
         "photosearch: note: the query has bytes that are not UTF-8 text; they were ignored",
         file=sys.stderr,
     )
@@ -180,15 +195,15 @@ def _index_progress(args: argparse.Namespace) -> tuple[Any, Callable[[Any], None
 
 
 def _print_index_report(report: Any) -> None:
-    print(
+    _print(
         f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
         f"removed {report.removed}, offline {report.offline}, "
         f"failed {len(report.failed)}"
     )
     for path, reason in report.failed[:20]:
-        print(f"  failed: {path}: {reason}")
+        _print(f"  failed: {path}: {reason}")
     if len(report.failed) > 20:
-        print(f"  ... and {len(report.failed) - 20} more (see: photosearch status)")
+        _print(f"  ... and {len(report.failed) - 20} more (see: photosearch status)")
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
@@ -211,20 +226,20 @@ def cmd_repair(args: argparse.Namespace) -> int:
         _print_json(report.to_json())
         return 0
     if not report.damaged:
-        print(f"the catalog at {library_dir.absolute()} is healthy; nothing to repair")
+        _print(f"the catalog at {library_dir.absolute()} is healthy; nothing to repair")
         return 0
-    print(f"repaired the catalog: {report.problem}")
+    _print(f"repaired the catalog: {report.problem}")
     if report.moved_to:
-        print(f"  the damaged file is kept as {library_dir.absolute() / report.moved_to}")
+        _print(f"  the damaged file is kept as {library_dir.absolute() / report.moved_to}")
     source = {"catalog": "the damaged catalog", "backup": "the folders.json backup"}
     origin = " and ".join(source.get(s, s) for s in (report.folders_from or "").split("+") if s)
     if report.folders:
-        print(f"  {len(report.folders)} folder(s) restored from {origin}:")
+        _print(f"  {len(report.folders)} folder(s) restored from {origin}:")
         for folder in report.folders:
-            print(f"    {folder}")
+            _print(f"    {folder}")
     else:
-        print("  no folder list could be recovered; add folders with: photosearch index FOLDER")
-    print(f"  {report.vectors_recovered} stored vectors recovered (those photos are not re-embedded)")
+        _print("  no folder list could be recovered; add folders with: photosearch index FOLDER")
+    _print(f"  {report.vectors_recovered} stored vectors recovered (those photos are not re-embedded)")
     if report.index is not None:
         _print_index_report(report.index)
     return 0
@@ -284,28 +299,28 @@ def _print_hits(result: Any, as_json: bool, filters_note: str | None = None) -> 
     if as_json:
         _print_json([_hit_json(h) for h in result.hits])
         if not result.hits and filters_note:
-            print(f"photosearch: note: {filters_note}", file=sys.stderr)
+            _print(f"photosearch: note: {filters_note}", file=sys.stderr)
         return
     if not result.hits:
-        print(filters_note or "no photos found")
+        _print(filters_note or "no photos found")
         return
     confident = getattr(result, "confident", len(result.hits))
     by_date = getattr(result, "sort", "relevance") == "date"
     if result.weak:
-        print(
+        _print(
             f"no good match (best score {result.best_score:.3f} < {result.threshold:.3f}); "
             "closest photos:"
         )
     else:
-        print(f"{confident} match{'' if confident == 1 else 'es'}")
-    print(f"{'score':>7}  {'':3}  {'date        ' if by_date else ''}path")
+        _print(f"{confident} match{'' if confident == 1 else 'es'}")
+    _print(f"{'score':>7}  {'':3}  {'date        ' if by_date else ''}path")
     for i, hit in enumerate(result.hits):
         if i == confident and i > 0:
-            print("--- Less likely ---")
+            _print("--- Less likely ---")
         offline = "  (offline)" if hit.status == "offline" else ""
         stars = "*" * getattr(hit, "strength", 0)  # 3 strong, 2 good, 1 weak
         when = (f"{hit.date:%Y-%m-%d}  " if hit.date else " " * 12) if by_date else ""
-        print(f"{hit.score:7.3f}  {stars:3}  {when}{hit.path}{offline}")
+        _print(f"{hit.score:7.3f}  {stars:3}  {when}{hit.path}{offline}")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -344,7 +359,7 @@ def _caption_progress() -> Callable[[int, int], None]:
 
     def report(done: int, total: int) -> None:
         if not bar:
-            print(
+            _print(
                 f"preparing {total:,} captions for this model (once per model)...",
                 file=sys.stderr,
             )
@@ -372,10 +387,10 @@ def cmd_captions(args: argparse.Namespace) -> int:
         if args.json:
             _print_json([h.to_json() for h in hits])
         elif not hits:
-            print("no captions to suggest yet (search a few times, or use a model with a caption bank)")
+            _print("no captions to suggest yet (search a few times, or use a model with a caption bank)")
         else:
             for hit in hits:
-                print(f"{hit.score:7.3f}  {hit.caption}")
+                _print(f"{hit.score:7.3f}  {hit.caption}")
     finally:
         lib.close()
     return 0
@@ -387,7 +402,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     lib = _open(args, write=True)
     try:
         report = lib.index()
-        print(
+        _print(
             f"reconciled: indexed {report.indexed}, moved {report.moved}, removed "
             f"{report.removed}, offline {report.offline}, failed {len(report.failed)}",
             flush=True,
@@ -396,7 +411,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         def on_change(paths: list[Path]) -> None:
             r = lib.index_paths(paths)
             if r.indexed or r.moved or r.removed or r.failed:
-                print(
+                _print(
                     f"indexed {r.indexed}, moved {r.moved}, removed {r.removed}, "
                     f"failed {len(r.failed)}",
                     flush=True,
@@ -407,11 +422,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
             raise FolderNotFoundError("no folders to watch; add one with: photosearch index FOLDER")
         watcher = FolderWatcher(online, on_change)
         watcher.start()
-        print(f"watching {len(online)} folder(s); press Ctrl-C to stop", flush=True)
+        _print(f"watching {len(online)} folder(s); press Ctrl-C to stop", flush=True)
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
-            print("stopped", flush=True)
+            _print("stopped", flush=True)
         finally:
             watcher.stop()
     finally:
@@ -432,21 +447,21 @@ def cmd_status(args: argparse.Namespace) -> int:
             data["failed"] = [{"path": p, "reason": r} for p, r in lib.failures()]
             _print_json(data)
             return 0
-        print(f"library:  {status.library_dir}")
+        _print(f"library:  {status.library_dir}")
         if problems:
-            print(
+            _print(
                 f"catalog:  DAMAGED ({problems[0]}); rebuild it with: photosearch repair "
                 f"--library {status.library_dir}"
             )
         else:
-            print("catalog:  ok")
-        print(f"model:    {status.model_id}")
-        print(f"photos:   {status.photo_count} ({status.offline_photos} offline)")
+            _print("catalog:  ok")
+        _print(f"model:    {status.model_id}")
+        _print(f"photos:   {status.photo_count} ({status.offline_photos} offline)")
         for folder in status.folders:
-            print(f"folder:   {folder.path} [{_folder_state(folder)}] {folder.photo_count} photos")
-        print(f"failures: {status.failures}")
+            _print(f"folder:   {folder.path} [{_folder_state(folder)}] {folder.photo_count} photos")
+        _print(f"failures: {status.failures}")
         for path, reason in lib.failures()[:20]:
-            print(f"  {path}: {reason}")
+            _print(f"  {path}: {reason}")
     finally:
         lib.close()
     return 0
@@ -500,10 +515,10 @@ def cmd_folders(args: argparse.Namespace) -> int:
                 })
             _print_json(out)
         elif not folders:
-            print("no folders yet; add one with: photosearch index FOLDER")
+            _print("no folders yet; add one with: photosearch index FOLDER")
         else:
             for f in folders:
-                print(f"{f.path} [{_folder_state(f)}] {f.photo_count} photos")
+                _print(f"{f.path} [{_folder_state(f)}] {f.photo_count} photos")
     finally:
         lib.close()
     return 0
@@ -520,7 +535,7 @@ def cmd_remove_folder(args: argparse.Namespace) -> int:
                 f"folder is not in the library: {target} (library folders: {listed})"
             )
         lib.remove_folder(target)
-        print(
+        _print(
             f"removed {target} from the library ({known[target].photo_count} photos "
             "forgotten; the files themselves are untouched)"
         )

@@ -8,20 +8,45 @@ trains the shipped recipe, `DEFAULT_RECIPE`. All of them run it through `trainin
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from engine.errors import PhotosearchError
 from engine.settings import CAPTION_BANK, DEFAULT_CHECKPOINT
-from engine.vse.backbones import BACKBONES
-from engine.vse.model import TEXT_ENCODERS, VSEConfig
 
 log = logging.getLogger(__name__)
+
+
+class _LazyChoices:
+    """argparse choices read from a module only when argparse consults them (a training
+    command's arguments, its --help): the modules import torch, which every other command
+    (search, status, ... served by ONNX Runtime) must not pay for (~1-2 s, ~300 MB)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(getattr(importlib.import_module(self.module), self.name))
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+BACKBONES = _LazyChoices("engine.vse.backbones", "BACKBONES")
+TEXT_ENCODERS = _LazyChoices("engine.vse.model", "TEXT_ENCODERS")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -29,8 +54,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="captions.jsonl folder, Karpathy dataset_*.json (or its folder), or COCO captions json")
     p.add_argument("--images", type=Path, help="image folder for Karpathy/COCO json files")
     p.add_argument("--val", type=Path, help="validation set (default: the Karpathy file's val split)")
-    p.add_argument("--backbone", default="efficientnet-lite2", choices=BACKBONES)
-    p.add_argument("--text-encoder", default="minilm", choices=TEXT_ENCODERS)
+    # A metavar keeps argparse from listing the (lazy) choices while building the parser.
+    p.add_argument("--backbone", default="efficientnet-lite2", choices=BACKBONES, metavar="NAME",
+                   help="image backbone, one of: %(choices)s (default %(default)s)")
+    p.add_argument("--text-encoder", default="minilm", choices=TEXT_ENCODERS, metavar="NAME",
+                   help="text encoder, one of: %(choices)s (default %(default)s)")
     p.add_argument("--finetune", action="store_true", help="train the backbone end to end")
     p.add_argument("--tuned-blocks", type=int, default=0,
                    help="EfficientNet-Lite: train only its last N blocks and 1x1 head (cached inputs)")
@@ -128,6 +156,7 @@ def register(subparsers: Any) -> None:
 
 def recipe_from_args(args: argparse.Namespace, loss: str | None = None) -> Any:
     """The `Recipe` a train/compare-losses command line describes."""
+    from engine.vse.model import VSEConfig
     from training.recipes import Recipe
     from training.train import TrainOptions
 
