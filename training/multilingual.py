@@ -44,26 +44,59 @@ def _split_dir(cache: Path, model_id: str, split: str) -> Path:
     return cache / model_id / split
 
 
-def cache_targets(model: VSEModel, model_id: str, ds: CaptionDataset, cache: Path, split: str) -> Path:
-    """The shipped model's unit image and text embeddings of one split (fp16, computed once:
-    the image side runs the backbone on every photo, minutes on two cores)."""
-    out = _split_dir(cache, model_id, split)
+def _unit_images(embedder: Any, paths: Sequence[Path], batch: int = 16) -> np.ndarray:
+    """Unit image embeddings as the app computes them (ONNX: the int8 image graph that
+    fills a library; torch: the checkpoint's pixel path)."""
+    if not hasattr(embedder, "embed_unit_images"):
+        return embed_dataset_images(embedder.model, list(paths), torch.device("cpu"))
+    from PIL import Image
+
+    out = []
+    for s in range(0, len(paths), batch):
+        arrs = []
+        for p in paths[s : s + batch]:
+            with Image.open(p) as im:
+                arrs.append(embedder.prepare_image(im.convert("RGB")))
+        out.append(embedder.embed_unit_images(np.stack(arrs)))
+    return np.concatenate(out)
+
+
+def _unit_texts(embedder: Any, texts: Sequence[str], batch: int = 128) -> np.ndarray:
+    """Unit embeddings of the model's own (English) text tower."""
+    if not hasattr(embedder, "embed_unit_texts"):
+        return embed_captions(embedder.model, list(texts))
+    # batches of similar length: padding is most of the work on short captions
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.empty((len(texts), embedder.embed_dim), np.float32)
+    for s in range(0, len(order), batch):
+        idx = order[s : s + batch]
+        out[idx] = embedder.embed_unit_texts([texts[i] for i in idx])
+    return out
+
+
+def cache_targets(embedder: Any, ds: CaptionDataset, cache: Path, split: str) -> Path:
+    """The shipped model's unit image and text embeddings of one split (fp16, computed once,
+    by the runtime the app runs: minutes for f30k8k_train on two cores)."""
+    out = _split_dir(cache, embedder.model_id, split)
     out.mkdir(parents=True, exist_ok=True)
     names = [it.path.name for it in ds.items]
+    runtime = getattr(embedder, "runtime", "torch")
     images_file, texts_file = out / "images.npy", out / "texts.npy"
     meta = out / "meta.json"
-    if meta.exists() and json.loads(meta.read_text()).get("images") == names:
-        if images_file.exists() and texts_file.exists():
+    if meta.exists() and images_file.exists() and texts_file.exists():
+        old = json.loads(meta.read_text())
+        if old.get("images") == names and old.get("runtime") == runtime:
             return out
     t0 = time.time()
-    txt = embed_captions(model, ds.captions)
+    txt = _unit_texts(embedder, ds.captions)
     np.save(texts_file, txt.astype(np.float16))
-    log.info("%s: %d caption embeddings in %.0f s", split, len(txt), time.time() - t0)
+    log.info("%s: %d caption embeddings in %.0f s (%s)", split, len(txt), time.time() - t0, runtime)
     t0 = time.time()
-    img = embed_dataset_images(model, [it.path for it in ds.items], torch.device("cpu"))
+    img = _unit_images(embedder, [it.path for it in ds.items])
     np.save(images_file, img.astype(np.float16))
-    log.info("%s: %d image embeddings in %.0f s", split, len(img), time.time() - t0)
-    meta.write_text(json.dumps({"images": names, "caption_image": ds.caption_image}))
+    log.info("%s: %d image embeddings in %.0f s (%s)", split, len(img), time.time() - t0, runtime)
+    meta.write_text(json.dumps({"images": names, "caption_image": ds.caption_image, "runtime": runtime,
+                                "precision": getattr(embedder, "precision", None)}))
     return out
 
 
@@ -111,13 +144,17 @@ def load_split(cache: Path, model_id: str, split: str, encoder: USEEncoder) -> S
 
 @dataclass
 class HeadOptions:
-    kind: str = "mlp"  # linear | mlp (linear + GELU MLP residual, starts as the linear map)
+    kind: str = "linear"  # linear | mlp (linear + GELU MLP residual, starts as the linear map)
     hidden: int = 1024
-    epochs: int = 30
+    epochs: int = 20
     batch: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
     dropout: float = 0.1  # on the USE input (the head's only regulariser besides early stop)
+    # Gaussian noise (per dimension) added to the unit USE input while training: a translation
+    # moves a caption's USE vector (cosine ~0.66 between an English caption and its Chinese
+    # version on val), so the head should not hang on directions such a move disturbs
+    noise: float = 0.04
     # loss = w_image * InfoNCE(text -> photo) + w_text * InfoNCE(text -> its MiniLM embedding)
     #        + w_cos * (1 - cos(head, MiniLM embedding))
     w_image: float = 1.0
@@ -225,7 +262,10 @@ def train_head(
         t0, total = time.time(), 0.0
         for idx in _epoch_batches(train.caption_image, opts.batch, rng):
             b = torch.from_numpy(idx)
-            pred = head(use[b])
+            x = use[b]
+            if opts.noise:
+                x = x + opts.noise * torch.randn_like(x)
+            pred = head(x)
             loss = torch.zeros(())
             if opts.w_image:
                 loss = loss + opts.w_image * info_nce(pred, images[cap_img[b]], opts.temperature)
@@ -327,6 +367,149 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gallery(args: argparse.Namespace, split: str) -> tuple[Any, VSEModel, list[str], np.ndarray, Path]:
+    """The real embedder (shipped model + multilingual head, on `--runtime`), the shipped
+    model, a split's photo names and their stored-form vectors (what a library holds:
+    `image_vectors` of the unit embeddings, cached), and the split's cache folder."""
+    from engine.embedder import load_embedder
+
+    embedder = load_embedder(None, device="cpu", runtime=args.runtime)
+    if getattr(embedder, "multilingual", None) is None:
+        raise SystemExit("the embedder has no multilingual tower (missing or mismatched head)")
+    model, model_id = _load_shipped()
+    if model_id != embedder.model_id:
+        raise SystemExit(f"embedder model {embedder.model_id} is not the shipped {model_id}")
+    ds = load_jsonl(DATA / split)
+    out = cache_targets(embedder, ds, args.cache, split)
+    units = torch.from_numpy(np.load(out / "images.npy").astype(np.float32))
+    with torch.no_grad():
+        vectors = model.image_vectors(units).numpy()
+    return embedder, model, [it.path.name for it in ds.items], vectors, out
+
+
+def _query_scores(embedder: Any, queries: Sequence[str], gallery: np.ndarray) -> np.ndarray:
+    """(n_images, n_queries) search scores, through embed_texts + text_query as search does."""
+    q = np.stack([embedder.text_query(v) for v in embedder.embed_texts(list(queries))])
+    return gallery @ q.T
+
+
+def _ranks_of(sims: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """0-based rank of each query's photo (ties count against the query, as training.metrics)."""
+    own = sims[target, np.arange(len(target))]
+    return ((sims >= own[None, :]).sum(axis=0) - 1).astype(int)
+
+
+def _ranks(embedder: Any, queries: Sequence[str], gallery: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return _ranks_of(_query_scores(embedder, queries, gallery), target)
+
+
+def _weak_share(embedder: Any, sims: np.ndarray) -> float:
+    """Share of queries whose best photo scores under the weak-match threshold (the search
+    then says it found nothing convincing)."""
+    return round(float(np.mean(sims.max(axis=0) < embedder.weak_match_threshold)), 3)
+
+
+def _recalls(ranks: np.ndarray) -> dict[str, float]:
+    r = {f"r{k}": round(float(100 * np.mean(ranks < k)), 1) for k in (1, 5, 10)}
+    r["rsum"] = round(r["r1"] + r["r5"] + r["r10"], 1)
+    return r
+
+
+def _read_lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Chinese vs English t2i over all photos of a split: f30k8k_val (choices) or f8k_extra
+    (the public test, run once after the choice). English is checked twice: the set's own
+    English captions through the routed embedder, and every caption of the split both through
+    the routed embedder and through the English tower alone (equal unless routing sends an
+    English caption to USE). f8k_extra adds the smoke queries."""
+    from engine.settings import CAPTION_BANK
+
+    split = args.split
+    zh_set = args.set or (VAL_ZH if split == "f30k8k_val" else TEST_ZH)
+    embedder, model, names, gallery, cache_dir = _gallery(args, split)
+    index = {n: i for i, n in enumerate(names)}
+    rows = read_translations(zh_set)
+    target = np.array([index[r["image"]] for r in rows])
+    tower = embedder.multilingual
+    routed = {lang: sum(tower.needs(r[lang]) for r in rows) for lang in ("en", "zh")}
+    sims = {lang: _query_scores(embedder, [r[lang] for r in rows], gallery) for lang in ("en", "zh")}
+    en, zh = (_recalls(_ranks_of(sims[lang], target)) for lang in ("en", "zh"))
+    ratio = {k: round(zh[k] / en[k], 3) if en[k] else None for k in ("r1", "r5", "r10")}
+    ds = load_jsonl(DATA / split)
+    all_target = np.asarray(ds.caption_image)
+    tower_only = torch.from_numpy(np.load(cache_dir / "texts.npy").astype(np.float32))
+    with torch.no_grad():
+        q = model.text_query_vectors(tower_only).numpy()
+    tower_ranks = _ranks_of(gallery @ q.T, all_target)
+    bank = _read_lines(CAPTION_BANK) if CAPTION_BANK.exists() else []
+    report: dict[str, Any] = {
+        "split": split, "set": str(zh_set.relative_to(ROOT)) if zh_set.is_relative_to(ROOT) else str(zh_set),
+        "runtime": getattr(embedder, "runtime", "torch"), "model_id": embedder.model_id,
+        "queries": len(rows), "gallery": len(names),
+        "english": en, "chinese": zh, "chinese_over_english": ratio,
+        "routed_to_multilingual": routed,
+        "weak_share": {lang: _weak_share(embedder, sims[lang]) for lang in ("en", "zh")},
+        "weak_match_threshold": round(float(embedder.weak_match_threshold), 4),
+        "all_english_captions": {
+            "n": len(ds.captions),
+            "routed_to_multilingual": sum(map(tower.needs, ds.captions)),
+            "through_embedder": _recalls(_ranks(embedder, ds.captions, gallery, all_target)),
+            "english_tower_only": _recalls(tower_ranks),
+        },
+        "caption_bank_lines_routed_to_multilingual": [sum(map(tower.needs, bank)), len(bank)],
+    }
+    if split == "f8k_extra":
+        smoke = read_translations(SMOKE)
+        with_target = [r for r in smoke if r["image"]]
+        ranks = _ranks(embedder, [r["text"] for r in with_target], gallery,
+                       np.array([index[r["image"]] for r in with_target]))
+        report["smoke"] = [
+            {"lang": r["lang"], "text": r["text"], "routed": tower.needs(r["text"]), "rank": int(k) + 1}
+            for r, k in zip(with_target, ranks, strict=True)
+        ]
+        first = {it.path.name: it.captions[0] for it in ds.items}
+        for r in (r for r in smoke if not r["image"]):
+            qv = embedder.text_query(embedder.embed_texts([r["text"]])[0])
+            top = np.argsort(-(gallery @ qv))[:3]
+            report["smoke"].append({"lang": r["lang"], "text": r["text"], "routed": tower.needs(r["text"]),
+                                    "top3": [first[names[i]] for i in top]})
+    print(json.dumps(report, indent=1, ensure_ascii=False))
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Query encode latency end to end (text -> joint vector, VSEEmbedder.embed_texts), one
+    query a call, every query distinct, after warm-up."""
+    from engine.embedder import load_embedder
+
+    embedder = load_embedder(None, device="cpu")
+    if getattr(embedder, "multilingual", None) is None:
+        raise SystemExit("the embedder has no multilingual tower (missing or mismatched head)")
+    t0 = time.perf_counter()
+    embedder.multilingual.warm_up()
+    load_s = time.perf_counter() - t0
+    rows = read_translations(TEST_ZH) + read_translations(VAL_ZH)
+    sets = {"zh": [r["zh"] for r in rows], "en": [r["en"] for r in rows]}
+    out: dict[str, Any] = {"use_load_s": round(load_s, 2), "torch_threads": torch.get_num_threads()}
+    for name, queries in sets.items():
+        for q in queries[:10]:
+            embedder.embed_texts([q])
+        times = []
+        for q in queries[: args.n]:
+            started = time.perf_counter()
+            embedder.embed_texts([q])
+            times.append(time.perf_counter() - started)
+        ms = np.array(times) * 1000
+        out[name] = {"n": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+                     "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+    print(json.dumps(out, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
@@ -334,25 +517,34 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("cache", help="cache shipped-model targets and USE features")
     c.add_argument("--splits", default="f30k8k_val,f30k8k_train")
+    c.add_argument("--runtime", choices=("onnx", "torch"), default=None, help="default: the app's")
     t = sub.add_parser("train", help="fit a head on f30k8k_train, best epoch on f30k8k_val")
     for f, v in asdict(HeadOptions()).items():
         t.add_argument("--" + f.replace("_", "-"), dest=f, type=type(v), default=None)
     t.add_argument("--out", type=Path, default=None, help="write the head asset here")
     t.add_argument("--log", type=Path, default=None, help="write the per-epoch history here (json)")
+    e = sub.add_parser("evaluate", help="Chinese vs English t2i on a split (f8k_extra: the public test)")
+    e.add_argument("--split", choices=("f30k8k_val", "f8k_extra"), default="f30k8k_val",
+                   help="f30k8k_val for choices; f8k_extra once, after them")
+    e.add_argument("--set", type=Path, default=None, help="translations (default: the split's *_zh.jsonl)")
+    e.add_argument("--runtime", choices=("onnx", "torch"), default=None, help="default: the app's")
+    b = sub.add_parser("bench", help="query encode p50/p99, Chinese and English")
+    b.add_argument("-n", type=int, default=300)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     if args.command == "cache":
-        model, model_id = _load_shipped()
+        from engine.embedder import load_embedder
+
+        embedder = load_embedder(None, device="cpu", runtime=args.runtime)
         encoder = USEEncoder()
         for split in args.splits.split(","):
             ds = load_jsonl(DATA / split)
-            out = cache_targets(model, model_id, ds, args.cache, split)
+            out = cache_targets(embedder, ds, args.cache, split)
             cache_use_features(encoder, ds.captions, out / "use.npy")
         return 0
-    if args.command == "train":
-        return run_train(args)
-    return 2
+    commands = {"train": run_train, "evaluate": run_evaluate, "bench": run_bench}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

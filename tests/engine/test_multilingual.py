@@ -256,3 +256,47 @@ def test_use_port_matches_the_package():
     ours = ml.USEEncoder()
     np.testing.assert_allclose(ours.encode(texts), reference, atol=1e-5)
     np.testing.assert_allclose(ours.encode(texts[1:2]), reference[1:2], atol=1e-5)
+
+
+# --- through the library: the search box, `photosearch search` and caption search ------------
+
+
+def test_library_search_and_captions_take_non_latin_queries(tiny, fake_use, monkeypatch, tmp_path, make_image):
+    """Library.search_text (what the search box and `photosearch search` call) ranks photos by
+    the routed vector of a Chinese / Russian / Arabic query, and a remembered one comes back as a
+    caption for "find similar captions" with the same vector's score."""
+    from engine.library import Library
+
+    monkeypatch.setattr(inference, "DEFAULT_HEAD", tiny["head"])
+    bank = tmp_path / "bank.txt"
+    bank.write_text("a dog runs on the beach\na red car in the street\n", encoding="utf-8")
+    emb = VSEEmbedder(tiny["ckpt"], device="cpu", threads=1, caption_bank_path=bank)
+    photos = [make_image(f"p{i}.jpg", c, seed=i) for i, c in enumerate(["red", "green", "blue", "white", "black"])]
+    queries = ["海滩上奔跑的狗", "собака бежит по пляжу", "كلب يركض على الشاطئ"]
+    with Library.open(tmp_path / "lib", emb) as lib:
+        lib.add_folder(tmp_path / "photos")
+        lib.index()
+        stored = {}
+        for p in photos:
+            row = lib.catalog.photo_by_path(str(p))
+            stored[str(p)] = lib.catalog.get_embedding(row.content_hash, emb.model_id)
+        fake_use.calls.clear()
+        for query in queries:
+            result = lib.search_text(query, top_k=5)
+            unit = naive_head(tiny["arrays"], FakeUSE().encode([query]))[0]
+            text_vec = naive_text_vector(unit, emb.model.bank_images.double().numpy(), 15.0)
+            q = text_vec.copy()
+            q[DIM + 1 :] = 0.0  # a photo query drops the text's own bank term
+            want = sorted(stored, key=lambda p: -float(stored[p] @ q))
+            assert [h.path for h in result.hits] == want
+            np.testing.assert_allclose([h.score for h in result.hits], [stored[p] @ q for p in want], atol=1e-4)
+        assert [c for call in fake_use.calls for c in call] == queries  # each reached USE once
+        lib.search_text("a dog on the beach")  # English: not through USE
+        assert [c for call in fake_use.calls for c in call] == queries
+
+        lib.remember_query("海滩上奔跑的狗 -猫")  # remembered without its operators
+        hits = {h.caption: h.score for h in lib.similar_captions(photos[0], top_k=10)}
+        assert "海滩上奔跑的狗" in hits and "a dog runs on the beach" in hits
+        unit = naive_head(tiny["arrays"], FakeUSE().encode(["海滩上奔跑的狗"]))[0]
+        text_vec = naive_text_vector(unit, emb.model.bank_images.double().numpy(), 15.0)
+        assert hits["海滩上奔跑的狗"] == pytest.approx(float(stored[str(photos[0])] @ text_vec), abs=1e-4)
