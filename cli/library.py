@@ -396,6 +396,27 @@ def cmd_captions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    lib = _open(args, write=False)
+    try:
+        groups = lib.duplicate_groups()
+        if args.json:
+            _print_json([g.to_json() for g in groups])
+        elif not groups:
+            _print("no near-identical photos found")
+        else:
+            photos = sum(len(g.paths) for g in groups)
+            _print(f"{len(groups)} group(s) of near-identical photos ({photos} photos)")
+            for i, group in enumerate(groups, 1):
+                _print(f"group {i} ({len(group.paths)} photos):")
+                _print(f"  {group.paths[0]}  (representative)")
+                for path in group.paths[1:]:
+                    _print(f"  {path}")
+    finally:
+        lib.close()
+    return 0
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from engine.watcher import FolderWatcher
 
@@ -609,6 +630,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("photo", metavar="PHOTO")
     p.add_argument("--top-k", type=int, default=10, metavar="N")
     p.set_defaults(func=cmd_captions)
+
+    p = subparsers.add_parser(
+        "duplicates", parents=[common, as_json],
+        help="groups of near-identical photos (bursts, edited copies, resized exports)",
+    )
+    p.set_defaults(func=cmd_duplicates)
 
     p = subparsers.add_parser("watch", parents=[common], help="keep the library up to date")
     p.set_defaults(func=cmd_watch)

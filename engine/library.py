@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from . import imaging
+import numpy as np
+
+from . import duplicates, imaging
 from .catalog import (
     STATUS_FAILED,
     STATUS_OFFLINE,
@@ -48,6 +50,7 @@ from .catalog import (
     read_folder_backup,
     salvage_catalog,
 )
+from .duplicates import DuplicateGroup
 from .embedder import Embedder
 from .errors import (
     FolderNotFoundError,
@@ -77,6 +80,7 @@ CAPTIONS_READY_MAX = 256
 
 __all__ = [
     "CaptionHit",
+    "DuplicateGroup",
     "FolderInfo",
     "IndexProgress",
     "IndexReport",
@@ -544,6 +548,52 @@ class Library:
             embedder, progress=progress
         )
         return len(captions)
+
+    def duplicate_groups(self, threshold: float | None = None) -> list[DuplicateGroup]:
+        """Groups of near-identical photos (engine/duplicates.py), newest representative
+        first; each group's representative is its first path. Computed once per change of
+        the library (catalog generation) and model, then answered from memory."""
+        embedder, index = self._active
+        thr = duplicates.DUPLICATE_THRESHOLD if threshold is None else float(threshold)
+        key = (embedder.model_id, self.catalog.generation, thr)
+        cached = getattr(self, "_duplicates", None)
+        if cached is not None and cached[0] == key:
+            return [DuplicateGroup(list(g.paths)) for g in cached[1]]
+        ids, vecs = self.catalog.indexable_vectors(embedder.model_id)
+        groups: list[DuplicateGroup] = []
+        if len(ids) > 1:
+            queries = np.asarray(embedder.image_query(vecs), np.float32)
+            neighbours = None
+            if len(ids) > duplicates.EXACT_MAX:
+                row_of = {int(i): r for r, i in enumerate(ids.tolist())}
+
+                def neighbours(r: int) -> list[tuple[int, float]]:
+                    return [
+                        (row_of[i], s)
+                        for i, s in index.knn(queries[r], duplicates.NEIGHBOURS)
+                        if i in row_of
+                    ]
+
+            found = duplicates.group_indices(queries, thr, neighbours)
+            dated: list[tuple[float, list[str]]] = []
+            rows = self.catalog.photos_by_ids(int(ids[r]) for g in found for r in g)
+            for members in found:
+                photos = [rows[int(ids[r])] for r in members if int(ids[r]) in rows]
+                if len(photos) < 2:
+                    continue
+                order = duplicates.representative_order(
+                    range(len(photos)),
+                    [int(p.width or 0) * int(p.height or 0) for p in photos],
+                    [p.sort_date for p in photos],
+                    [p.path for p in photos],
+                )
+                dated.append(
+                    (photos[order[0]].sort_date or 0.0, [photos[i].path for i in order])
+                )
+            dated.sort(key=lambda d: -d[0])
+            groups = [DuplicateGroup(paths) for _, paths in dated]
+        self._duplicates = (key, groups)
+        return [DuplicateGroup(list(g.paths)) for g in groups]
 
     def caption_bank_ready(self) -> bool:
         """True when "find similar captions" can answer without embedding the bank: the model
