@@ -31,8 +31,14 @@ screenshot: install
 desktop-entry: install
 	$(PY) -m desktop.desktop_entry
 
-# Benchmarks (issue 5); see BENCHMARKS.md. Inputs are cached in benchmarks/work/.
-bench: install
+# Benchmarks (issues 5, 13); see BENCHMARKS.md. Inputs are cached in benchmarks/work/.
+# The bench extra (open_clip_torch, for the competitor row) is installed for bench only.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[test,train,bench]'
+	touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
 	$(PY) -m benchmarks.run
 
 bench-quick: install

@@ -18,7 +18,7 @@ import torch
 from engine import imaging
 from engine.catalog import Catalog
 from engine.embedder import Embedder
-from engine.indexer import BATCH_SIZE
+from engine.indexer import BATCH_SIZE, decode_workers
 from engine.library import CATALOG_FILE, INDEX_FILE, Library
 from engine.search import SearchService
 from engine.vector_index import HNSW_EF_SEARCH, VectorIndex
@@ -69,13 +69,46 @@ def forward_rate(embedder: Embedder, batch: np.ndarray, n_batches: int) -> float
     return n_batches * len(batch) / (time.perf_counter() - started)
 
 
-def bench_indexing(
-    embedder: Embedder, photo_dir: Path, work: Path, reps: int, label: str
-) -> dict[str, object]:
-    """Library.index on a fresh library, alternated with pure-forward runs (same threads).
+def decode_prepare_rate(embedder: Embedder, files: list[Path], workers: int) -> float:
+    """Images/s of read + decode (the indexer's draft size) + `prepare_image` alone, on a
+    pool of `workers` threads: the physical limit of indexing these files on these cores."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    Alternating the two inside one loop means both see the same background load, so
-    their ratio is meaningful even on a busy machine.
+    def one(path: Path) -> int:
+        decoded = imaging.decode_image(imaging.read_file(str(path)))
+        embedder.prepare_image(decoded.image)
+        return 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        done = sum(pool.map(one, files))
+    return done / (time.perf_counter() - started)
+
+
+def _index_once(embedder: Embedder, photo_dir: Path, lib_dir: Path, n: int) -> float:
+    shutil.rmtree(lib_dir, ignore_errors=True)
+    with Library.open(lib_dir, embedder) as lib:
+        lib.add_folder(photo_dir)
+        started = time.perf_counter()
+        report = lib.index()
+        elapsed = time.perf_counter() - started
+    if report.indexed != n or report.failed:
+        raise RuntimeError(f"indexing {photo_dir}: {report.to_json()}")
+    shutil.rmtree(lib_dir, ignore_errors=True)
+    return n / elapsed
+
+
+def bench_indexing(
+    embedder: Embedder, photo_dir: Path, work: Path, reps: int, label: str,
+    torch_embedder: Embedder | None = None, decode_reference: bool = False,
+) -> dict[str, object]:
+    """Library.index on a fresh library, alternated with pure-forward runs (same threads),
+    and optionally with the pure decode + prepare rate of the same files on the same number
+    of threads, and with a pass of today's torch pipeline (`torch_embedder`, which sizes its
+    own decode pool as before).
+
+    Alternating inside one loop means every side sees the same background load, so their
+    ratios are meaningful even on a busy machine.
     """
     files = sorted(p for p in photo_dir.iterdir() if p.suffix.lower() == ".jpg")
     n = len(files)
@@ -86,31 +119,33 @@ def bench_indexing(
     batch = np.stack(prepared)
     n_batches = max(1, n // len(batch))
     embedder.embed_prepared(batch)  # warm-up: first call allocates / picks kernels
+    workers = decode_workers(embedder)
     pipeline, forward, ratios, reports = [], [], [], []
+    decode, torch_pipe = [], []
+    lib_dir = work / "libs" / f"index-{label}"
     for rep in range(reps):
-        lib_dir = work / "libs" / f"index-{label}"
-        shutil.rmtree(lib_dir, ignore_errors=True)
-        with Library.open(lib_dir, embedder) as lib:
-            lib.add_folder(photo_dir)
-            started = time.perf_counter()
-            report = lib.index()
-            elapsed = time.perf_counter() - started
-        if report.indexed != n or report.failed:
-            raise RuntimeError(f"indexing {photo_dir}: {report.to_json()}")
-        ips = n / elapsed
+        ips = _index_once(embedder, photo_dir, lib_dir, n)
         fwd = forward_rate(embedder, batch, n_batches)
         pipeline.append(ips)
         forward.append(fwd)
         ratios.append(ips / fwd)
-        reports.append(round(elapsed, 3))
-        log.info("indexing %s rep %d: %.2f img/s, forward %.2f img/s, ratio %.3f",
-                 label, rep, ips, fwd, ips / fwd)
-    shutil.rmtree(work / "libs" / f"index-{label}", ignore_errors=True)
+        reports.append(round(n / ips, 3))
+        extra = ""
+        if decode_reference:
+            decode.append(decode_prepare_rate(embedder, files, workers))
+            extra += f", decode+prepare {decode[-1]:.2f} img/s"
+        if torch_embedder is not None:
+            torch_pipe.append(_index_once(torch_embedder, photo_dir, lib_dir, n))
+            extra += f", torch pipeline {torch_pipe[-1]:.2f} img/s"
+        log.info("indexing %s rep %d: %.2f img/s, forward %.2f img/s, ratio %.3f%s",
+                 label, rep, ips, fwd, ips / fwd, extra)
     sizes = [p.stat().st_size for p in files]
-    return {
+    out: dict[str, object] = {
         "images": n,
         "mean_file_mb": round(statistics.mean(sizes) / 2**20, 2),
         "reps": reps,
+        "decode_workers": workers,
+        "runtime": getattr(embedder, "runtime", "torch"),
         "images_per_s": round(statistics.median(pipeline), 3),
         "model_forward_images_per_s": round(statistics.median(forward), 3),
         # median of the per-rep ratios: each pair ran back to back under the same load
@@ -121,6 +156,93 @@ def bench_indexing(
         "per_rep_index_s": reports,
         "batch_size": len(batch),
         "torch_threads": torch.get_num_threads(),
+    }
+    if decode:
+        out["decode_prepare_images_per_s"] = round(statistics.median(decode), 3)
+        out["per_rep_decode_prepare_images_per_s"] = [round(x, 3) for x in decode]
+        out["vs_decode_prepare"] = round(statistics.median(
+            [a / b for a, b in zip(pipeline, decode, strict=True)]), 3)
+    if torch_pipe:
+        out["torch_pipeline_images_per_s"] = round(statistics.median(torch_pipe), 3)
+        out["per_rep_torch_pipeline_images_per_s"] = [round(x, 3) for x in torch_pipe]
+        out["torch_pipeline_decode_workers"] = decode_workers(torch_embedder)
+        out["vs_torch_pipeline"] = round(statistics.median(
+            [a / b for a, b in zip(pipeline, torch_pipe, strict=True)]), 3)
+    return out
+
+
+def bench_decode_modes(
+    files: list[Path], embedder: Embedder | None = None, n: int = 30
+) -> dict[str, object]:
+    """CPU ms per photo (one thread) of the decode choices for the indexer: a full decode and
+    the JPEG draft (scale-on-decode) at the indexer's size and at 1/8; the hash; the indexer's
+    decode + thumbnail + prepare; and whether the files carry an EXIF preview >= 256 px."""
+    import io
+
+    from PIL import Image
+
+    from engine.imaging import DEFAULT_DECODE_SIZE
+
+    files = files[:n]
+    blobs = [imaging.read_file(str(p)) for p in files]
+
+    def timed(fn) -> float:  # type: ignore[no-untyped-def]
+        started = time.process_time()
+        for b in blobs:
+            fn(b)
+        return round(1000 * (time.process_time() - started) / len(blobs), 2)
+
+    def full(b: bytes) -> None:
+        with Image.open(io.BytesIO(b)) as im:
+            im.load()
+
+    def draft(size: int):  # type: ignore[no-untyped-def]
+        def run(b: bytes) -> tuple[int, int]:
+            with Image.open(io.BytesIO(b)) as im:
+                im.draft("RGB", (size, size))
+                im.load()
+                return im.size
+        return run
+
+    def preview(b: bytes) -> int:
+        """Longest side of a JPEG embedded in the EXIF block (IFD1 thumbnail), or 0."""
+        with Image.open(io.BytesIO(b)) as im:
+            raw = im.info.get("exif", b"")
+        start = raw.find(b"\xff\xd8", 8)
+        if start < 0:
+            return 0
+        try:
+            with Image.open(io.BytesIO(raw[start:])) as t:
+                return max(t.size)
+        except OSError:
+            return 0
+
+    def thumb_prepare(b: bytes) -> None:
+        decoded = imaging.decode_image(b)
+        im = decoded.image.copy()
+        im.thumbnail((imaging.THUMBNAIL_SIZE, imaging.THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+        im.save(io.BytesIO(), "JPEG", quality=85)
+        if embedder is not None:
+            embedder.prepare_image(decoded.image)
+
+    sizes = {}
+    with Image.open(io.BytesIO(blobs[0])) as im:
+        sizes["original"] = im.size
+    sizes["draft_default"] = draft(DEFAULT_DECODE_SIZE)(blobs[0])
+    sizes["draft_1_8"] = draft(max(1, min(sizes["original"]) // 8))(blobs[0])
+    previews = [preview(b) for b in blobs]
+    return {
+        "photos": len(blobs),
+        "sizes": sizes,
+        "full_decode_ms": timed(full),
+        f"draft_{DEFAULT_DECODE_SIZE}_ms": timed(draft(DEFAULT_DECODE_SIZE)),
+        "draft_1_8_ms": timed(draft(max(1, min(sizes["original"]) // 8))),
+        "hash_ms": timed(imaging.content_hash),
+        "indexer_decode_ms": timed(lambda b: imaging.decode_image(b)),
+        "indexer_decode_thumbnail_prepare_ms": timed(thumb_prepare),
+        "preview_check_ms": timed(preview),
+        "with_preview_ge_256px": sum(p >= 256 for p in previews),
+        "largest_preview_px": max(previews),
     }
 
 
@@ -279,7 +401,8 @@ def bench_open(lib_dir: Path, model_kind: str, work: Path, reps: int) -> dict[st
         if proc.returncode != 0:
             raise RuntimeError(f"probe_open failed:\n{proc.stderr[-3000:]}")
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    med = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+    med = {k: round(statistics.median(r[k] for r in runs), 3) if isinstance(v, int | float) else v
+           for k, v in runs[0].items()}
     return {"median": med, "runs": runs}
 
 

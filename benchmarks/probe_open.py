@@ -56,6 +56,8 @@ def main() -> None:
     lib.search_text("children playing in the snow", top_k=50)
     second_s = time.perf_counter() - second
     rss_now_searched = _vm_rss_mb()
+    # issue 13: searching needs no torch (the ONNX text session only)
+    torch_imported = "torch" in sys.modules
     lib.close()
     print(json.dumps({
         "open_to_first_search_s": answered - started,
@@ -70,6 +72,8 @@ def main() -> None:
         "ru_maxrss_mb": _rss_mb(),
         "rss_now_after_model_mb": rss_now_model,
         "rss_now_after_search_mb": rss_now_searched,
+        "torch_imported": int(torch_imported),
+        "runtime": getattr(bm.embedder, "runtime", "torch"),
     }))
 
 

@@ -81,11 +81,30 @@ from .vector_index import VectorIndex
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 32
-# Decode threads: one core is left to the model thread (VSEEmbedder runs torch on
-# cpu_count - 1 threads, at most 4). On 2 cores a second decoder only steals CPU time from
-# the model thread, which is the bottleneck: 12 MP indexing went from ~0.71 to ~0.76 of
-# the model's pure forward rate on a loaded 2-core machine (BENCHMARKS.md).
-DEFAULT_WORKERS = max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def decode_workers(embedder: object | None = None, cores: int | None = None) -> int:
+    """Decode threads for an indexing pass, from the core count and the model's runtime.
+
+    On torch eager the model is the bottleneck (~100 ms of CPU per photo, on cpu_count - 1
+    threads): decoders get the one core it leaves, since on 2 cores a second decoder only
+    stole time from the model thread (12 MP indexing 0.71 -> 0.76 of the forward rate,
+    BENCHMARKS.md). On ONNX Runtime int8 the model needs ~10 ms per photo against ~100 ms of
+    read + hash + decode + thumbnail + prepare for a 12 MP JPEG, so decoding is the
+    bottleneck: every core decodes except those the image session's threads keep busy
+    (they sleep between batches: no spinning). 2 cores -> 2, 4 -> 4, 8 -> 7, 16 -> 13.
+    Several decoders also overlap one file's hashing (blake2b, GIL released) with
+    another's decoding.
+    """
+    cores = max(1, cores or os.cpu_count() or 2)
+    if getattr(embedder, "runtime", "torch") != "onnx":
+        return max(1, min(4, cores - 1))
+    model_threads = int(getattr(embedder, "image_threads", 1) or 1)
+    return max(1, min(16, cores - model_threads + 1))
+
+
+# Kept for callers that size a pool without an embedder (the torch rule).
+DEFAULT_WORKERS = decode_workers()
 SAVE_EVERY_S = 30.0
 VANISHED = "file vanished during scan"
 
@@ -149,7 +168,7 @@ class Indexer:
         thumbs_dir: Path,
         save_index: Callable[[], None],
         batch_size: int = BATCH_SIZE,
-        workers: int = DEFAULT_WORKERS,
+        workers: int | None = None,
         save_every_s: float | None = None,
     ) -> None:
         self.catalog = catalog
@@ -158,7 +177,8 @@ class Indexer:
         self.thumbs_dir = thumbs_dir
         self.save_index = save_index
         self.batch_size = batch_size
-        self.workers = workers
+        # None: sized for this embedder's runtime (decode_workers)
+        self.workers = decode_workers(embedder) if workers is None else workers
         self.save_every_s = SAVE_EVERY_S if save_every_s is None else save_every_s
 
     # -- entry points ------------------------------------------------------------------

@@ -217,15 +217,33 @@ def available_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
 def use_cuda(device: str | None) -> bool:
-    """CUDA when onnxruntime-gpu is installed and `device` does not say 'cpu'."""
+    """CUDA when onnxruntime-gpu is installed (its provider is listed by
+    ort.get_available_providers()) and `device` does not say otherwise ('cpu')."""
     if device is not None and not str(device).startswith("cuda"):
         return False
-    return "CUDAExecutionProvider" in available_providers()
+    return CUDA_PROVIDER in available_providers()
+
+
+def session_providers(cuda: bool, device: str | None = None) -> list[Any]:
+    """Execution providers for a session, best first: CUDA (on the device `device` names, e.g.
+    'cuda:1') then CPU, which also runs any node CUDA does not cover."""
+    if not cuda or CUDA_PROVIDER not in available_providers():
+        return [CPU_PROVIDER]
+    index = 0
+    if device is not None and ":" in str(device):
+        try:
+            index = int(str(device).split(":", 1)[1])
+        except ValueError:
+            index = 0
+    return [(CUDA_PROVIDER, {"device_id": index}), CPU_PROVIDER]
 
 
 def make_session(
-    path: Path, threads: int, cuda: bool = False, spinning: bool = True
+    path: Path, threads: int, cuda: bool = False, spinning: bool = True, device: str | None = None
 ) -> Any:
     """An onnxruntime InferenceSession with our thread settings."""
     import onnxruntime as ort
@@ -239,8 +257,7 @@ def make_session(
     if not spinning:
         # idle pool threads would otherwise spin and take CPU from the decode threads
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), so, providers=providers)
+    return ort.InferenceSession(str(path), so, providers=session_providers(cuda, device))
 
 
 def check_session(session: Any, path: Path, model_id: str, tower: str) -> None:
@@ -336,6 +353,7 @@ class OnnxEmbedder:
         image = meta["image"]
         self._mean, self._std, self._size = tuple(image["mean"]), tuple(image["std"]), int(image["size"])
         self.cuda = use_cuda(device)
+        self._device = device
         graphs = meta["graphs"]
         # int8 QDQ graphs are a CPU optimisation; the CUDA provider runs fp32
         image_key = "image.int8" if "image.int8" in graphs and not self.cuda else "image.fp32"
@@ -347,7 +365,7 @@ class OnnxEmbedder:
         self._image_lock = threading.Lock()
         text_path = self.folder / graphs["text.fp32"]["file"]
         try:
-            self._text_session = make_session(text_path, self._text_threads, self.cuda)
+            self._text_session = make_session(text_path, self._text_threads, self.cuda, device=device)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise RuntimeCacheError(f"{text_path} does not load: {exc}") from exc
         check_session(self._text_session, text_path, self.model_id, "text")
@@ -359,6 +377,15 @@ class OnnxEmbedder:
             self.model_id, self.precision["image"], self._image_threads, self.precision["text"],
             self._text_threads, ", CUDA" if self.cuda else "",
         )
+
+    @property
+    def image_threads(self) -> int:
+        """Intra-op threads of the image session (the indexer sizes its decode pool by it)."""
+        return self._image_threads
+
+    @property
+    def text_threads(self) -> int:
+        return self._text_threads
 
     def _read_banks(self, meta: dict[str, Any]) -> BankTerms:
         rec = meta.get("banks")
@@ -373,7 +400,10 @@ class OnnxEmbedder:
         with self._image_lock:
             if self._image_session is None:
                 try:
-                    session = make_session(self._image_path, self._image_threads, self.cuda, spinning=False)
+                    session = make_session(
+                        self._image_path, self._image_threads, self.cuda, spinning=False,
+                        device=self._device,
+                    )
                 except Exception as exc:  # noqa: BLE001 - one sentence for the user
                     raise ModelLoadError(
                         f"the ONNX image graph {self._image_path} does not load ({exc}); "

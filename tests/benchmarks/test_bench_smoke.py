@@ -35,6 +35,8 @@ def test_smoke_run_writes_every_key(tmp_path, monkeypatch):
         n_12mp=4, n_sample=5, index_reps=2, text_queries=5,
         query_sizes=[300, 600], n_queries=10, n_brute={}, big_threshold=500,
         open_n=300, open_reps=1, rescan_reps=2, model="fake", big_build=True,
+        runtime_batch=4, runtime_reps=2, runtime_min_s=0.0, text_runtime_queries=5,
+        competitor=False, torch_pipeline=True, fidelity_set=None,
     )
     results = run.run(cfg, tmp_path / "work", "pytest")
     out = json.loads(json.dumps(results, default=str))
@@ -48,4 +50,16 @@ def test_smoke_run_writes_every_key(tmp_path, monkeypatch):
     assert out["open_300_s"] > 0 and out["rescan_300_s"] > 0 and out["rss_300_mb"] > 0
     assert 0 < out["text_query_ms"]["p50"] <= out["text_query_ms"]["p99"]
     assert out["machine"]["cores"] == os.cpu_count()
+    # issue 13 rows: both runtimes side by side (a fake stands in for torch), 12 MP against
+    # the pure decode + prepare rate and the torch pipeline
+    img, txt = out["runtimes"]["image"], out["runtimes"]["text"]
+    assert img["ratio"] > 0 and len(img["per_rep_ratio"]) == 2
+    assert img["cosine_to_torch"]["mean"] == 1.0  # the same fake on both sides
+    assert 0 < txt["shipped_ms"]["p50"] <= txt["shipped_ms"]["p99"] and txt["queries"] == 5
+    mp = out["indexing"]["12mp"]
+    assert mp["vs_decode_prepare"] > 0 and mp["vs_torch_pipeline"] > 0
+    assert out["indexing"]["sample"]["decode_prepare_images_per_s"] > 0
+    modes = out["decode_modes"]["12mp"]
+    assert modes["full_decode_ms"] > 0 and modes["with_preview_ge_256px"] == 0
+    assert out["open_detail"]["median"]["torch_imported"] in (0, 1)
     assert "measure" in run.table(results)

@@ -8,7 +8,10 @@ import pytest
 from PIL import Image
 
 from engine import imaging
+from engine.catalog import Catalog
 from engine.library import Library
+from engine.testing import FakeEmbedder
+from engine.vector_index import VectorIndex
 
 
 @pytest.fixture
@@ -362,3 +365,42 @@ def test_names_that_are_not_utf8_are_indexed_losslessly(lib, make_image, photos)
     shutil.rmtree(latin1_dir)
     assert lib.index_paths([latin1_dir]).removed == 1
     _consistent(lib)
+
+
+class _OnnxLike(FakeEmbedder):
+    """A fake that reports what OnnxEmbedder does: its runtime and image-session threads."""
+
+    runtime = "onnx"
+
+    def __init__(self, image_threads: int) -> None:
+        super().__init__(dim=16)
+        self.image_threads = image_threads
+
+
+@pytest.mark.parametrize(
+    ("cores", "torch_workers", "onnx_workers"),
+    # torch: the model thread keeps cores - 1 (at most 4) decoders company; ONNX: decoding is the
+    # bottleneck, so every core decodes except those the image session keeps (cores // 4, <= 4)
+    [(1, 1, 1), (2, 1, 2), (4, 3, 4), (8, 4, 7), (16, 4, 13), (64, 4, 16)],
+)
+def test_decode_workers_follow_cores_and_runtime(cores, torch_workers, onnx_workers):
+    from engine import settings
+    from engine.indexer import decode_workers
+
+    assert decode_workers(FakeEmbedder(dim=16), cores) == torch_workers
+    assert decode_workers(None, cores) == torch_workers
+    onnx = _OnnxLike(settings.inference_threads("image", cores))
+    assert decode_workers(onnx, cores) == onnx_workers
+
+
+def test_indexer_sizes_its_pool_for_the_embedder(tmp_path):
+    from engine.indexer import Indexer, decode_workers
+
+    catalog = Catalog(tmp_path / "c.db")
+    try:
+        index = VectorIndex(16, "m")
+        onnx = _OnnxLike(1)
+        assert Indexer(catalog, index, onnx, tmp_path, lambda: None).workers == decode_workers(onnx)
+        assert Indexer(catalog, index, onnx, tmp_path, lambda: None, workers=3).workers == 3
+    finally:
+        catalog.close()

@@ -433,3 +433,73 @@ def test_search_path_does_not_import_torch(tiny, onnx_env):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120, check=True)
     assert out.stdout.split() == ["OnnxEmbedder", str(DIM + 2), str(DIM + 2), "False"]
+
+
+@pytest.fixture
+def providers(monkeypatch):
+    """Set the provider list onnxruntime reports (as onnxruntime-gpu would, or not) and record
+    the providers each session is made with; sessions still run on the CPU here."""
+    import onnxruntime as ort
+
+    made: list[list] = []
+    real = ort.InferenceSession
+
+    def session(path, so=None, providers=None, **kw):
+        made.append(list(providers or []))
+        return real(path, so, providers=["CPUExecutionProvider"], **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+
+    def set_available(names: list[str]) -> list[list]:
+        monkeypatch.setattr(ort, "get_available_providers", lambda: list(names))
+        return made
+
+    return set_available
+
+
+def test_cuda_provider_is_used_when_onnxruntime_gpu_lists_it(providers):
+    providers(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_inference.use_cuda(None) and onnx_inference.use_cuda("cuda")
+    assert not onnx_inference.use_cuda("cpu")
+    assert onnx_inference.session_providers(True) == [
+        ("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert onnx_inference.session_providers(True, "cuda:1")[0] == ("CUDAExecutionProvider", {"device_id": 1})
+    assert onnx_inference.session_providers(False) == ["CPUExecutionProvider"]
+    providers(["AzureExecutionProvider", "CPUExecutionProvider"])  # the plain onnxruntime wheel
+    assert not onnx_inference.use_cuda(None) and not onnx_inference.use_cuda("cuda")
+    assert onnx_inference.session_providers(True) == ["CPUExecutionProvider"]
+
+
+def test_embedder_sessions_get_cuda_and_fp32_image_graph_on_gpu(built, providers):
+    import copy
+
+    _, folder, meta = built
+    # an int8 entry (the fp32 file under another name) so that the precision choice shows
+    meta = copy.deepcopy(meta)
+    meta["graphs"]["image.int8"] = {**meta["graphs"]["image.fp32"], "precision": "int8"}
+    made = providers(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    gpu = OnnxEmbedder(folder, meta)
+    gpu.embed_prepared(np.zeros((1, 3, 224, 224), np.float32))
+    assert gpu.cuda and gpu.precision["image"] == "fp32"  # QDQ int8 is a CPU optimisation
+    assert len(made) == 2 and all(p[0] == ("CUDAExecutionProvider", {"device_id": 0}) for p in made)
+    made.clear()
+    cpu = OnnxEmbedder(folder, meta, device="cpu")
+    cpu.embed_prepared(np.zeros((1, 3, 224, 224), np.float32))
+    assert not cpu.cuda and cpu.precision["image"] == "int8"
+    assert made == [["CPUExecutionProvider"], ["CPUExecutionProvider"]]
+    made.clear()
+    providers(["CPUExecutionProvider"])
+    assert not OnnxEmbedder(folder, meta).cuda and made == [["CPUExecutionProvider"]]
+
+
+def test_cuda_device_without_onnxruntime_gpu_goes_to_torch(tiny, onnx_env, providers, caplog):
+    from engine.embedder import _load_onnx
+
+    _, path = tiny
+    providers(["CPUExecutionProvider"])
+    with caplog.at_level(logging.INFO, logger="engine.embedder"):
+        assert _load_onnx(path, "cuda", None) is None  # the caller then loads torch on cuda
+    assert "onnxruntime-gpu is not installed" in caplog.text
+    providers(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    emb = _load_onnx(path, "cuda", None)
+    assert isinstance(emb, OnnxEmbedder) and emb.cuda
