@@ -106,8 +106,11 @@ class MainWindow(QMainWindow):
         self.folders_btn.clicked.connect(self.open_folders_dialog)
         self.settings_btn = QPushButton("Settings\u2026")
         self.settings_btn.clicked.connect(self.open_settings_dialog)
+        # "23 matches" / "12,345 photos": read at a glance, so not greyed out.
         self.result_count = QLabel()
-        self.result_count.setEnabled(False)
+        font = self.result_count.font()
+        font.setBold(True)
+        self.result_count.setFont(font)
 
         self.results = ResultsPane(self.loader, self.session.runner, prefs.thumb_size(self.settings))
         self.results.open_requested.connect(self.open_selected)
@@ -175,6 +178,7 @@ class MainWindow(QMainWindow):
         self.act_show_folder = act("Show in folder", self.show_in_folder)
         self.act_copy = act("Copy path", self.copy_path, QKeySequence.StandardKey.Copy)
         self.act_preview = act("Preview\tSpace", lambda: self.show_preview(self.results.current_row()))
+        self.act_group_open = act("Show near-identical photos", self.toggle_current_group)
 
         self.act_find = QAction("Search", self)
         self.act_find.setShortcut(QKeySequence.StandardKey.Find)
@@ -204,7 +208,7 @@ class MainWindow(QMainWindow):
         self.grid.selectionModel().currentChanged.connect(lambda *_: self._update_photo_actions())
 
     def photo_actions(self) -> list[QAction | None]:
-        return [self.act_preview, self.act_captions, self.act_similar, None,
+        return [self.act_preview, self.act_captions, self.act_similar, self.act_group_open, None,
                 self.act_open, self.act_show_folder, self.act_copy]
 
     def _add_photo_actions(self, menu: QMenu) -> None:
@@ -328,12 +332,15 @@ class MainWindow(QMainWindow):
             self.search_done.emit()
             return  # nothing new: the grid (and its scroll position) is left alone
         n = len(result.hits)
-        if request.kind == "similar":
+        # Sorting orders the confident matches; with none there is nothing to sort.
+        self.sort_control.setEnabled(result.confident > 0 or request.sort == "date")
+        if request.kind == "similar" and result.confident:
             self.result_count.setText(plural(result.confident, "similar photo"))
         elif result.weak or not result.confident:
-            self.result_count.setText("No good match" if n else "")
+            self.result_count.setText("")  # the weak-match banner says it
         else:
-            self.result_count.setText(plural(result.confident, "match").replace("matchs", "matches"))
+            n_conf = result.confident
+            self.result_count.setText(f"{n_conf:,} {'match' if n_conf == 1 else 'matches'}")
         self.result_count.setToolTip(
             f"{result.confident:,} confident, {n - result.confident:,} less likely" if n else ""
         )
@@ -389,6 +396,18 @@ class MainWindow(QMainWindow):
         for a in self.photo_actions():
             if a is not None:
                 a.setEnabled(has)
+        idx = self.grid.currentIndex()
+        count = self.model.group_size(idx.row()) if idx.isValid() else 0
+        self.act_group_open.setVisible(count > 1)
+        self.act_group_open.setText(
+            "Fold near-identical photos" if self.model.is_expanded(idx.row())
+            else f"Show {count} near-identical photos"
+        )
+
+    def toggle_current_group(self) -> None:
+        idx = self.grid.currentIndex()
+        if idx.isValid():
+            self.results.toggle_group(idx.row())
 
     def _show_context_menu(self, pos: QPoint) -> None:
         self._update_photo_actions()
@@ -417,7 +436,7 @@ class MainWindow(QMainWindow):
         if self.results.showing(self.results.preview):
             self.results.close_preview()
         self._similar_to = path
-        self.similar_chip.set_path(path)
+        self.similar_chip.set_path(path, self.loader.cached(path)[1])
         # The photo alone first; what is typed next refines from it.
         self.search.clear()
         self.search.setFocus(Qt.FocusReason.OtherFocusReason)

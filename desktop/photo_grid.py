@@ -209,6 +209,11 @@ class PhotoGridModel(QAbstractListModel):
         self._relayout()
         return True
 
+    def group_size(self, row: int) -> int:
+        """Photos in the near-duplicate group shown at `row` (first photo or member); 0: none."""
+        r = self.row(row)
+        return len(r.group) if r is not None else 0
+
     def is_expanded(self, row: int) -> bool:
         r = self.row(row)
         return r is not None and bool(r.group) and r.group[0] in self._expanded
@@ -234,7 +239,8 @@ class PhotoGridModel(QAbstractListModel):
         cut, one row per group (plus its members when expanded)."""
         rows: list[GridRow] = []
         cut = self._confident
-        by_path = {h.path: h for h in hits}
+        by_path = {h.path: h for h in self._source}
+        by_path.update((h.path, h) for h in hits)
         for i, hit in enumerate(hits, start):
             if cut is not None and 0 < cut == i < self._total:
                 rows.append(DIVIDER)
@@ -245,10 +251,13 @@ class PhotoGridModel(QAbstractListModel):
             if group in self._seen_groups:
                 continue  # folded into the group's first row
             self._seen_groups.add(group)
-            rows.append(GridRow(hit, group))
+            # The tile sits where the group first appears and shows its representative
+            # (the engine's pick: most pixels) when that one is in the list too.
+            lead = by_path.get(group[0], hit)
+            rows.append(GridRow(lead, group))
             if group[0] in self._expanded:
                 for p in group:
-                    if p != hit.path:
+                    if p != lead.path:
                         # A member not in this list (yet) is shown with the first one's
                         # details; its own thumbnail still loads by path.
                         rows.append(GridRow(by_path.get(p) or replace(hit, path=p), group, True))

@@ -8,7 +8,7 @@ import os
 from datetime import datetime, time
 
 from PySide6.QtCore import QDate, Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtGui import QKeyEvent, QPixmap
 from PySide6.QtWidgets import (
     QAbstractButton,
     QButtonGroup,
@@ -77,6 +77,8 @@ class SimilarChip(QFrame):
         super().__init__(parent)
         self.setObjectName("similarChip")
         self.path: str | None = None
+        self.thumb = QLabel()
+        self.thumb.setFixedSize(22, 22)
         self.label = QLabel()
         self.close_btn = QToolButton()
         self.close_btn.setText("\u2715")
@@ -84,8 +86,9 @@ class SimilarChip(QFrame):
         self.close_btn.setToolTip("Stop searching from this photo")
         self.close_btn.clicked.connect(self.cleared.emit)
         row = QHBoxLayout(self)
-        row.setContentsMargins(10, 2, 2, 2)
-        row.setSpacing(2)
+        row.setContentsMargins(4, 2, 2, 2)
+        row.setSpacing(4)
+        row.addWidget(self.thumb)
         row.addWidget(self.label)
         row.addWidget(self.close_btn)
         self.setStyleSheet(
@@ -94,8 +97,17 @@ class SimilarChip(QFrame):
         )
         self.setVisible(False)
 
-    def set_path(self, path: str | None) -> None:
+    def set_path(self, path: str | None, pixmap: QPixmap | None = None) -> None:
+        """Show the chip for `path` (with its thumbnail, if the grid has it), or hide it."""
         self.path = path
+        if pixmap is not None and not pixmap.isNull():
+            big = pixmap.scaled(22, 22, Qt.AspectRatioMode.KeepAspectRatioByExpanding,
+                                Qt.TransformationMode.SmoothTransformation)
+            # The middle square, like the grid's idea of the photo.
+            self.thumb.setPixmap(big.copy((big.width() - 22) // 2, (big.height() - 22) // 2, 22, 22))
+        else:
+            self.thumb.clear()
+        self.thumb.setVisible(pixmap is not None and not pixmap.isNull())
         if path is not None:
             self.label.setText(f"Similar to: <b>{html.escape(os.path.basename(path))}</b>")
             self.setToolTip(f"{path}\nType to refine: \u201cthis photo, but \u2026\u201d")

@@ -215,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     win.context_menu.close()
 
     win.act_captions.trigger()
-    wait_until(app, lambda: bool(win.captions_panel.captions()), 400, "captions")
+    settle(app, 1.0)
+    if not win.captions_panel.captions():
+        # A model without stored caption vectors: the panel says what it is doing.
+        save(win.grab(), "7_captions_preparing.png")
+    wait_until(app, lambda: bool(win.captions_panel.captions()), 900, "captions")
     settle(app, 0.5)
     save(win.grab(), "7_captions.png")
 

@@ -77,8 +77,12 @@ def make_window(qtbot, tmp_path: Path):  # type: ignore[no-untyped-def]
         factory: Callable[[str], object] = fake_factory,
         watch: bool = False,
         library: Path | None = None,
+        group_duplicates: bool = False,
     ) -> MainWindow:
         settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+        # The fixture's same-colour photos are near-identical to the fake model, so most
+        # tests count photos with grouping off; the duplicate tests turn it on.
+        settings.setValue("view/group_duplicates", group_duplicates)
         win = MainWindow(
             library or tmp_path / "library", factory, settings, watch=watch, error_dialogs=False
         )
