@@ -309,7 +309,8 @@ class Indexer:
         except (DiskFullError, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno not in DISK_FULL_ERRNOS:
                 raise
-            log.warning("disk full during indexing: %s", exc)
+            # info, not warning: the DiskFullError raised below is the report the user sees
+            log.info("disk full during indexing: %s", exc)
             # Batches committed so far stay; the in-flight one was rolled back. Saving the
             # index may fail too (it is a cache: the next open rebuilds it if stale).
             self._save_if_changed(index_changes, generation)
