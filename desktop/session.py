@@ -519,11 +519,6 @@ class LibrarySession(QObject):
         self._loaded_rows = 0
         self._run_search(request, refresh=False)
 
-    def clear_search(self) -> None:
-        self._search_generation += 1  # drop answers still in flight
-        self._search_when_open = False
-        self.last_request = None
-
     def _run_search(self, request: SearchRequest, refresh: bool) -> None:
         self.last_request = request
         library = self.library

@@ -128,3 +128,20 @@ def test_first_page_of_100k_arrives_quickly(browse_window, qtbot):
     _request, page, _refresh = blocker.args
     assert page.total == N and len(page.hits) == BROWSE_PAGE
     assert elapsed < 2.0, f"first browse page took {elapsed:.2f} s"
+
+
+def test_photos_show_up_in_the_grid_while_the_first_index_runs(make_window, qtbot, tmp_path):
+    from tests.desktop.conftest import SlowFakeEmbedder, write_photo
+
+    folder = tmp_path / "many"
+    for i in range(96):  # batches of 32: the first ones are browsable before the last
+        write_photo(folder / f"p{i:03d}.jpg", (200, 40 + i, 40), seed=i, size=32)
+    win = make_window(factory=lambda _c: SlowFakeEmbedder(delay_s=0.03))
+    win.add_folder(str(folder))
+    qtbot.waitUntil(lambda: win.session.is_indexing(), timeout=5000)
+    qtbot.waitUntil(lambda: win.model.mode == "browse" and 0 < len(win.model.paths()), timeout=15000)
+    assert win.session.is_indexing()
+    assert win.results.showing(win.grid)
+    qtbot.waitUntil(lambda: not win.session.is_indexing(), timeout=30000)
+    qtbot.waitUntil(lambda: len(win.model.paths()) == 96, timeout=10000)
+    assert win.result_count.text() == "96 photos"

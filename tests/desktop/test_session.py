@@ -338,3 +338,34 @@ def test_quitting_while_the_model_loads_closes_the_library_it_then_opens(qtbot, 
     assert events.named("opened") == []
     with Library.open(tmp_path / "library", FakeEmbedder()):  # the lock was released
         pass
+
+
+def test_with_the_bank_shipped_captions_are_one_lookup_and_no_preparation(qtbot, tmp_path):
+    class Lib:
+        prepared = 0
+
+        def caption_bank_ready(self) -> bool:
+            return True  # the model ships its caption vectors
+
+        def prepare_caption_bank(self, progress: Callable[[float], None]) -> None:
+            self.prepared += 1
+
+        def similar_captions(self, path: str, top_k: int) -> list[str]:
+            return ["a caption"]
+
+        def close(self) -> None:
+            pass
+
+    session = LibrarySession(tmp_path / "unused", fake_factory, watch=False)
+    events = record(session)
+    lib = Lib()
+    session.library = lib  # type: ignore[assignment]
+    session._check_bank()  # what opening the library does
+    qtbot.waitUntil(lambda: session._bank_ready, timeout=3000)
+    session.find_captions("/p.jpg")
+    qtbot.waitUntil(lambda: bool(events.named("captions_ready")), timeout=3000)
+    session._prepare_captions()  # the after-first-pass warm-up finds nothing to do
+    qtbot.wait(100)
+    assert lib.prepared == 0
+    assert not events.named("captions_progress") and not events.named("caption_bank_progress")
+    session.shutdown()
