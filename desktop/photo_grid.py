@@ -461,17 +461,28 @@ class PhotoDelegate(QStyledItemDelegate):
 
     @staticmethod
     def _badge(painter: QPainter, rect: QRect, count: int, expanded: bool) -> None:
+        """A dark pill: a little stack of two frames and the count when folded (no font
+        has to carry a stack glyph), a minus and the count when open."""
+        white = QColor(255, 255, 255)
         painter.setPen(QPen(QColor(255, 255, 255, 230), 1.2))
         painter.setBrush(QColor(20, 20, 24, 200))
         painter.drawRoundedRect(rect, 11, 11)
         f = QFont(painter.font())
         f.setBold(True)
         painter.setFont(f)
-        painter.setPen(QColor(255, 255, 255))
-        # A stack sign and the count folded; a minus (fold again) when open.
-        painter.drawText(
-            rect, Qt.AlignmentFlag.AlignCenter, f"\u2212{count}" if expanded else f"\u29c9{count}"
-        )
+        icon = QRect(rect.left() + 7, rect.top() + 6, 12, 12)
+        painter.setPen(QPen(white, 1.4))
+        if expanded:
+            y = icon.center().y()
+            painter.drawLine(icon.left() + 1, y, icon.right() - 1, y)
+        else:
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRect(icon.adjusted(3, 0, 0, -3))
+            painter.setBrush(QColor(20, 20, 24))
+            painter.drawRect(icon.adjusted(0, 3, -3, 0))
+        painter.setPen(white)
+        text = QRect(icon.right() + 2, rect.top(), rect.right() - icon.right() - 6, rect.height())
+        painter.drawText(text, Qt.AlignmentFlag.AlignCenter, str(count))
 
     @staticmethod
     def _divider(painter: QPainter, rect: QRect, pal: QPalette, text: str) -> None:
