@@ -68,6 +68,12 @@ class CaptionsPanel(QWidget):
         self.path = path
         self.subject.setText(os.path.basename(path))
         self.subject.setToolTip(path)
+        self.set_picture(pixmap)
+        self.list.clear()
+        self.list.addItem(QListWidgetItem("Finding captions\u2026"))
+        self.list.item(0).setFlags(Qt.ItemFlag.NoItemFlags)
+
+    def set_picture(self, pixmap: QPixmap | None) -> None:
         if pixmap is not None and not pixmap.isNull():
             self.thumb.setPixmap(
                 pixmap.scaled(220, 150, Qt.AspectRatioMode.KeepAspectRatio,
@@ -75,9 +81,10 @@ class CaptionsPanel(QWidget):
             )
         else:
             self.thumb.clear()
-        self.list.clear()
-        self.list.addItem(QListWidgetItem("Finding captions\u2026"))
-        self.list.item(0).setFlags(Qt.ItemFlag.NoItemFlags)
+
+    def has_picture(self) -> bool:
+        pix = self.thumb.pixmap()
+        return pix is not None and not pix.isNull()
 
     def show_progress(self, path: str, percent: int) -> None:
         """A model without stored caption vectors embeds its bank once; say so, with

@@ -226,7 +226,8 @@ class MainWindow(QMainWindow):
         s.folders_changed.connect(self._on_folders_changed)
         s.folders_needed.connect(self._on_folders_needed)
         s.folder_failed.connect(self._on_folder_failed)
-        s.files_changed.connect(self.loader.invalidate)  # the next paint shows the new content
+        s.files_changed.connect(self.loader.invalidate)
+        self.loader.thumbnail_ready.connect(self._on_thumbnail)  # the next paint shows the new content
         s.index_started.connect(lambda run: self.status.show_index_started(run.quiet))
         s.index_progress.connect(lambda run, p: self.status.show_index_progress(p, run.quiet))
         s.index_finished.connect(lambda run, report: self.status.show_index_report(report, run.full))
@@ -424,10 +425,17 @@ class MainWindow(QMainWindow):
         path = self.current_path()
         if path is None or self.session.library is None:
             return
-        _known, pix = self.loader.cached(path)
+        known, pix = self.loader.cached(path)
+        if not known:
+            self.loader.request(path)  # the panel picks it up in _on_thumbnail
         self.captions_panel.show_loading(path, pix)
         self.captions_panel.setVisible(True)
         self.session.find_captions(path)
+
+    def _on_thumbnail(self, path: str) -> None:
+        """A thumbnail arrived: the captions panel may be waiting for its picture."""
+        if path == self.captions_panel.path and not self.captions_panel.has_picture():
+            self.captions_panel.set_picture(self.loader.cached(path)[1])
 
     def find_similar_photos(self) -> None:
         path = self.current_path()

@@ -144,9 +144,11 @@ def test_context_menu_actions(make_window, qtbot, photos, monkeypatch):
     win.act_copy.trigger()
     assert QGuiApplication.clipboard().text() == path
 
+    win.loader.clear()  # the panel loads the picture itself when the grid has not
     win.act_captions.trigger()
     assert win.captions_panel.isVisible()
     qtbot.waitUntil(lambda: bool(win.captions_panel.captions()), timeout=5000)
+    qtbot.waitUntil(win.captions_panel.has_picture, timeout=5000)
     caps = win.captions_panel.captions()
     assert caps[0] == "green"
     item: QListWidgetItem = win.captions_panel.list.item(1)
