@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import data, items, runtimes
+from . import app_rows, data, items, runtimes
 from .model import load_bench_model
 
 log = logging.getLogger("benchmarks")
@@ -195,6 +195,9 @@ def run(cfg: Config, work: Path, others: str, out: Path | None = None) -> dict[s
                 results["rescan_detail"] = rescan
             results["query"] = query
             checkpoint()
+    if not cfg.query_only:  # issue 14: captions first answer, browse at 100K (app_rows.py)
+        results["app"] = app_rows.bench_app_rows(bm, work, cfg.open_n)
+        checkpoint()
     results["total_s"] = round(time.perf_counter() - started, 1)
     return results
 
@@ -277,6 +280,7 @@ def issue13_rows(results: dict[str, object]) -> list[tuple[str, str, str]]:
 def table(results: dict[str, object]) -> str:
     rows: list[tuple[str, str, str]] = []
     rows += issue13_rows(results)
+    rows += app_rows.table_rows(results)
     for name, r in results.get("indexing", {}).items():  # type: ignore[union-attr]
         rows.append((f"indexing {name}: images/s", _fmt(r["images_per_s"]),
                      ">= 40" if name == "sample" else ""))

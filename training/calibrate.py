@@ -94,3 +94,66 @@ def write_caption_bank(captions: Sequence[str], path: Path) -> int:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(lines)
 
+
+
+# -- confident matches (issue 14) --------------------------------------------------------
+
+CUTOFF_Z = (1.0, 1.5, 2.0, 2.5, 3.0)
+CUTOFF_GAP = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def cutoff_figures(
+    sims: np.ndarray, caption_image: Sequence[int], z: float, gap: float,
+    weak_threshold: float | None = None, sample: int = 1000,
+) -> dict[str, float]:
+    """How the confident-match rule of engine.search.Cutoff does when every caption searches
+    the gallery: sims (n_images, n_captions), in the form the photo search scores them.
+
+    The gallery statistics come from every k-th image (k = n // sample), as the library's
+    `Catalog.sample_vectors` takes them. `keep` is the share of captions whose own photo is a
+    confident match, `drop` the share of (caption, photo) pairs that fall under the divider."""
+    cap_img = np.asarray(caption_image)
+    cols = np.arange(sims.shape[1])
+    stride = max(1, sims.shape[0] // sample)
+    ref = sims[::stride][:sample]
+    mean, std = ref.mean(axis=0), ref.std(axis=0)
+    best = sims.max(axis=0)
+    cut = np.minimum(np.maximum(mean + z * std, best - gap * std), best)
+    if weak_threshold is not None:
+        cut = np.where(best < weak_threshold, np.inf, cut)
+    conf = sims >= cut
+    counts = conf.sum(axis=0)
+    return {
+        "z": z, "gap": gap, "n_images": int(sims.shape[0]), "n_queries": int(sims.shape[1]),
+        "keep": float(conf[cap_img, cols].mean()),
+        "drop": float(1.0 - conf.mean()),
+        "matches_mean": float(counts.mean()),
+        "matches_median": float(np.median(counts)),
+    }
+
+
+def calibrate_cutoff(
+    galleries: dict[str, tuple[np.ndarray, Sequence[int]]],
+    keep_target: float = 0.9,
+    weak_threshold: float | None = None,
+    zs: Sequence[float] = CUTOFF_Z,
+    gaps: Sequence[float] = CUTOFF_GAP,
+) -> dict[str, Any]:
+    """The (z, gap) of the grid that drops the largest share of every gallery on average while
+    each gallery keeps at least `keep_target` of the captions' own photos; with every row of
+    the grid, so the choice can be checked."""
+    grid = []
+    for z in zs:
+        for gap in gaps:
+            rows = {name: cutoff_figures(s, ci, z, gap, weak_threshold) for name, (s, ci) in galleries.items()}
+            grid.append({"z": z, "gap": gap, "galleries": rows})
+    ok = [g for g in grid if all(r["keep"] >= keep_target for r in g["galleries"].values())]
+    if not ok:
+        raise ValueError(f"no cutoff in the grid keeps {keep_target:.0%} of true matches")
+
+    def mean_drop(g: dict[str, Any]) -> float:
+        return float(np.mean([r["drop"] for r in g["galleries"].values()]))
+
+    best = max(ok, key=mean_drop)
+    return {"z": best["z"], "gap": best["gap"], "keep_target": keep_target,
+            "chosen": best["galleries"], "grid": grid}

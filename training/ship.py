@@ -1,7 +1,8 @@
 """Turn a trained run into the app's model: calibrate the weak-match threshold on val through
 the pixel path (as the app embeds photos), record val metrics, write the checkpoint
-atomically, and write the caption bank. `python main.py default-model` trains
-`training.recipes.DEFAULT_RECIPE` and ships it with this.
+atomically, and write the caption bank with its vectors (`ship_caption_store`: the app's
+"find similar captions" then needs no text-encoder work for the bank). `python main.py
+default-model` trains `training.recipes.DEFAULT_RECIPE` and ships it with this.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from engine.caption_store import bank_file_captions, store_path_for, write_caption_store
 from engine.vse.checkpoint import load_checkpoint, save_checkpoint
 from training.calibrate import weak_match_threshold, write_caption_bank
 from training.data import CaptionDataset
@@ -42,6 +47,40 @@ def ship_checkpoint(
     model_id = save_checkpoint(tmp, model, training=ckpt["training"], metrics=metrics, calibration=calib)
     shutil.move(tmp, out)
     n = write_caption_bank(train_ds.captions, caption_bank)
-    log.info("shipped %s (%s), caption bank %d lines", out, model_id, n)
+    store = ship_caption_store(out, caption_bank)
+    log.info("shipped %s (%s), caption bank %d lines, vectors %s", out, model_id, n, store["path"])
     return {"model_id": model_id, "val_rsum": val_metrics["rsum"],
-            "weak_match_threshold": calib["weak_match_threshold"]}
+            "weak_match_threshold": calib["weak_match_threshold"], "caption_store": store["path"]}
+
+
+@torch.no_grad()
+def ship_caption_store(
+    checkpoint: Path, caption_bank: Path, out: Path | None = None, batch_size: int = 256
+) -> dict[str, Any]:
+    """Embed the caption bank with the shipped checkpoint, as the app embeds texts (the
+    checkpoint reloaded from disk, each caption routed to the tower its language needs, the
+    bank-normalisation terms added), and store the vectors beside it
+    (engine/caption_store.py: int8 rows + the two float32 bank terms)."""
+    from engine.vse.multilingual import DEFAULT_HEAD, embed_routed, load_multilingual_tower
+
+    checkpoint = Path(checkpoint)
+    model, ckpt = load_checkpoint(checkpoint)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    model.eval()
+    tower = load_multilingual_tower(
+        DEFAULT_HEAD, ckpt["model_id"], int(model.config.embed_dim), Path(caption_bank)
+    )
+    captions = bank_file_captions(caption_bank)
+    rows = []
+    for s in range(0, len(captions), batch_size):
+        unit = embed_routed(model, tower, captions[s : s + batch_size]).float()
+        unit = torch.nn.functional.normalize(unit, dim=-1)
+        rows.append(model.text_vectors(unit).float().cpu().numpy())
+        log.info("caption vectors: %d / %d", min(s + batch_size, len(captions)), len(captions))
+    vectors = np.concatenate(rows) if rows else np.zeros((0, model.joint_dim), np.float32)
+    path = Path(out) if out is not None else store_path_for(checkpoint)
+    meta = write_caption_store(
+        path, ckpt["model_id"], captions, vectors, quantized_dims=int(model.config.embed_dim)
+    )
+    return {**meta, "path": str(path)}
