@@ -7,15 +7,21 @@ maps (fp16), and the training loop then only runs pooling + heads.
 
 Layout under `out_dir/<split name>/`: `grid_<view>.npy` (N, C, H, W), `stages_<view>.npy`
 (N, sum(stage channels)), `images.json` (file order), `done_<view>` markers.
+
+The backbone runs on ONNX Runtime fp32 by default (issue 13: the same fast path as the engine's
+image tower), exported once per extraction and checked against torch on the first batch of real
+images; when the export fails or disagrees, torch runs instead (logged). fp32 only: int8 would
+move the features the heads are trained on. `runtime="torch"` opts out.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +34,106 @@ from engine.vse.preprocess import eval_transform_pil, to_normalized_array
 log = logging.getLogger(__name__)
 
 VIEWS = ("orig", "flip", "crop1", "crop2")
+RUNTIMES = ("onnx", "torch")
+# ONNX against torch on the first batch, relative to the largest |value|: the exporter gives
+# ~1e-6; the features are stored as fp16 (relative step ~5e-4), so this is far below storage.
+ONNX_MAX_REL_DIFF = 1e-4
+
+Runner = Callable[[torch.Tensor], tuple[np.ndarray, ...]]
+
+
+class _GridAndStages(torch.nn.Module):
+    """Backbone -> (last grid, pooled mid-stage maps concatenated): what `extract` stores."""
+
+    def __init__(self, net: Backbone) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g, st = self.net(x)
+        return g, torch.cat([s.mean(dim=(2, 3)) for s in st], dim=1)
+
+
+class _Until(torch.nn.Module):
+    """The activation entering the last `tuned_blocks` blocks (`extract_tail_inputs`)."""
+
+    def __init__(self, net: Backbone, tuned_blocks: int) -> None:
+        super().__init__()
+        self.net, self.tuned_blocks = net, tuned_blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_until(x, self.tuned_blocks)[0]
+
+
+def _torch_runner(module: torch.nn.Module) -> Runner:
+    def run(x: torch.Tensor) -> tuple[np.ndarray, ...]:
+        with torch.no_grad():
+            out = module(x)
+        return tuple(o.numpy() for o in (out if isinstance(out, tuple) else (out,)))
+
+    return run
+
+
+def _onnx_runner(module: torch.nn.Module, size: int, threads: int, work: Path) -> Runner:
+    """`module` exported to ONNX (dynamic batch) and run by ONNX Runtime on the CPU."""
+    from engine.vse.onnx_export import OPSET, _quiet_exporter
+    from engine.vse.onnx_inference import make_session
+
+    path = work / "backbone.onnx"
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with _quiet_exporter(), torch.no_grad():
+        torch.onnx.export(module.eval(), (torch.zeros(2, 3, size, size),), str(path), input_names=["x"],
+                          dynamic_shapes={"x": {0: batch}}, dynamo=True, opset_version=OPSET,
+                          external_data=False, verbose=False)
+    session = make_session(path, threads, cuda=False)
+
+    def run(x: torch.Tensor) -> tuple[np.ndarray, ...]:
+        return tuple(session.run(None, {"x": np.ascontiguousarray(x.numpy(), np.float32)}))
+
+    return run
+
+
+def rel_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+    """Largest |a - b| over all outputs, relative to the largest |b|."""
+    diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+    scale = max(float(np.abs(y).max()) for y in b)
+    return diff / max(scale, 1e-12)
+
+
+class _Runner:
+    """Runs `module` on ONNX Runtime once its first batch agrees with torch, else on torch."""
+
+    def __init__(self, module: torch.nn.Module, size: int, threads: int, runtime: str, work: Path) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}: choose {' or '.join(RUNTIMES)}")
+        self.module, self.size, self.threads, self.work = module, size, threads, work
+        self.torch = _torch_runner(module)
+        self.fast: Runner | None = None
+        self.pending = runtime == "onnx"
+        self.runtime = "torch"
+        self.check: dict[str, float] = {}
+
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, ...]:
+        if self.fast is not None:
+            return self.fast(x)
+        if not self.pending:
+            return self.torch(x)
+        self.pending = False
+        want = self.torch(x)
+        try:
+            fast = _onnx_runner(self.module, self.size, self.threads, self.work)
+            got = fast(x)
+            diff = rel_diff(got, want)
+        except Exception as exc:  # noqa: BLE001 - any export/runtime failure: torch does it
+            log.warning("backbone features on torch: ONNX export failed (%s)", exc)
+            return want
+        self.check = {"max_rel_diff_vs_torch": diff, "images": len(x)}
+        if diff <= ONNX_MAX_REL_DIFF:
+            self.fast, self.runtime = fast, "onnx"
+            log.info("backbone features on ONNX Runtime (first batch within %.1g of torch)", diff)
+        else:
+            log.warning("backbone features on torch: ONNX differs by %.2g (> %.0e)", diff, ONNX_MAX_REL_DIFF)
+        return want  # the first batch is stored as torch computed it
 
 
 def _view_image(image: Image.Image, view: str, index: int, size: int) -> Image.Image:
@@ -81,8 +187,10 @@ def extract(
     batch_size: int = 32,
     size: int = 224,
     threads: int = 2,
-) -> None:
-    """Compute and store grid + pooled-stage features for each view (skips finished views)."""
+    runtime: str = "onnx",
+) -> dict[str, object]:
+    """Compute and store grid + pooled-stage features for each view (skips finished views).
+    Returns which runtime computed them, with its check against torch."""
     torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "images.json").write_text(json.dumps([p.name for p in image_paths]))
@@ -92,6 +200,8 @@ def extract(
         g, st = net(torch.zeros(1, 3, size, size))
     grid_shape = (n, *g.shape[1:])
     stage_dim = sum(s.shape[1] for s in st)
+    tmp = tempfile.TemporaryDirectory(prefix="photosearch-features-")
+    runner = _Runner(_GridAndStages(net), size, threads, runtime, Path(tmp.name))
     for view in views:
         if (out_dir / f"done_{view}").exists():
             log.info("%s %s already cached", out_dir, view)
@@ -105,15 +215,15 @@ def extract(
         t0 = time.time()
         label = f"{out_dir.name} {view}"
         for start, x in _view_batches(image_paths, view, size, net.mean, net.std, batch_size, label):
-            g, st = net(x)
-            grid[start : start + len(x)] = g.numpy().astype(np.float16)
-            stages[start : start + len(x)] = (
-                torch.cat([s.mean(dim=(2, 3)) for s in st], dim=1).numpy().astype(np.float16)
-            )
+            g, st = runner(x)
+            grid[start : start + len(x)] = g.astype(np.float16)
+            stages[start : start + len(x)] = st.astype(np.float16)
         grid.flush()
         stages.flush()
         del grid, stages
-        (out_dir / f"done_{view}").write_text(json.dumps({"seconds": time.time() - t0}))
+        (out_dir / f"done_{view}").write_text(json.dumps(
+            {"seconds": time.time() - t0, "runtime": runner.runtime, "check": runner.check}))
+    return {"runtime": runner.runtime, "check": runner.check}
 
 
 @torch.no_grad()
@@ -126,7 +236,8 @@ def extract_tail_inputs(
     batch_size: int = 32,
     size: int = 224,
     threads: int = 2,
-) -> None:
+    runtime: str = "onnx",
+) -> dict[str, object]:
     """For training the last `tuned_blocks` backbone blocks on cached inputs: store the
     activation entering them, `pre<k>_<view>.npy` (N, C, 7, 7) fp16. The frozen mid-stage maps
     come from `stages_<view>.npy` (see `extract`)."""
@@ -135,7 +246,10 @@ def extract_tail_inputs(
     (out_dir / "images.json").write_text(json.dumps([p.name for p in image_paths]))
     net = build_backbone(backbone_name).eval()
     n = len(image_paths)
-    shape = net.forward_until(torch.zeros(1, 3, size, size), tuned_blocks)[0].shape
+    with torch.no_grad():
+        shape = net.forward_until(torch.zeros(1, 3, size, size), tuned_blocks)[0].shape
+    tmp = tempfile.TemporaryDirectory(prefix="photosearch-features-")
+    runner = _Runner(_Until(net, tuned_blocks), size, threads, runtime, Path(tmp.name))
     for view in views:
         tag = f"pre{tuned_blocks}_{view}"
         if (out_dir / f"done_{tag}").exists():
@@ -147,21 +261,24 @@ def extract_tail_inputs(
         t0 = time.time()
         label = f"{out_dir.name} {tag}"
         for start, x in _view_batches(image_paths, view, size, net.mean, net.std, batch_size, label):
-            pre[start : start + len(x)] = net.forward_until(x, tuned_blocks)[0].numpy().astype(np.float16)
+            pre[start : start + len(x)] = runner(x)[0].astype(np.float16)
         pre.flush()
         del pre
-        (out_dir / f"done_{tag}").write_text(json.dumps({"seconds": time.time() - t0}))
+        (out_dir / f"done_{tag}").write_text(json.dumps(
+            {"seconds": time.time() - t0, "runtime": runner.runtime, "check": runner.check}))
+    return {"runtime": runner.runtime, "check": runner.check}
 
 
 def cache_features(
     backbone_name: str, image_paths: Sequence[Path], out_dir: Path, views: Sequence[str],
-    tuned_blocks: int = 0, size: int = 224, threads: int = 2,
+    tuned_blocks: int = 0, size: int = 224, threads: int = 2, runtime: str = "onnx",
 ) -> None:
     """What cached training needs for one split: grid and stage features of each view, plus the
     activations entering the tuned blocks when there are any."""
-    extract(backbone_name, image_paths, out_dir, views, size=size, threads=threads)
+    extract(backbone_name, image_paths, out_dir, views, size=size, threads=threads, runtime=runtime)
     if tuned_blocks:
-        extract_tail_inputs(backbone_name, image_paths, out_dir, tuned_blocks, views, size=size, threads=threads)
+        extract_tail_inputs(backbone_name, image_paths, out_dir, tuned_blocks, views, size=size,
+                            threads=threads, runtime=runtime)
 
 
 def early_stage_channels(backbone: Backbone, tuned_blocks: int) -> int:
