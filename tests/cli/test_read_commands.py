@@ -1,4 +1,4 @@
-"""Read commands (search, similar, captions, status, folders) never take the writer lock
+"""Read commands (search, similar, captions, status, folders, duplicates) never take the writer lock
 (issue 11 #8, CLI side): an `index` or `watch` started while one runs is never refused,
 and a writer holding the lock neither fails nor delays them."""
 
@@ -63,6 +63,7 @@ READ_COMMANDS = [
     ("captions", "{photos}/red.png"),
     ("status",),
     ("folders",),
+    ("duplicates",),
 ]
 
 
