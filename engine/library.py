@@ -28,6 +28,7 @@ vectors already exist for every photo (an earlier switch), the switch is silent.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -317,7 +318,10 @@ class Library:
         try:
             index.save(self.index_path, self.catalog.generation)
         except OSError as exc:
-            log.warning("could not save the search index: %s", exc)
+            # on a full disk the DiskFullError the index pass raises is the user's one line; the
+            # cache is rebuilt from the catalog on the next open either way
+            level = logging.INFO if exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT) else logging.WARNING
+            log.log(level, "could not save the search index: %s", exc)
 
     def _import_caption_bank(self, embedder: Embedder) -> None:
         bank = getattr(embedder, "caption_bank_path", None)
