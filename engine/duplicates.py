@@ -21,8 +21,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Cosine (plain, between photos) at or above which two photos count as the same picture.
-DUPLICATE_THRESHOLD = 0.93
+# Cosine (plain, between photos) at or above which two photos count as the same picture, for
+# the shipped model: on generated copies of 442 photos it joins 86.8% of the copy pairs and
+# none of 1,461,765 distinct pairs (the closest: 0.81). docs/MODEL.md "Duplicates".
+DUPLICATE_THRESHOLD = 0.85
 # Nearest photos looked at per photo: bursts of more than this many are still joined through
 # their members' own neighbours.
 NEIGHBOURS = 8
@@ -40,6 +42,16 @@ class DuplicateGroup:
 
     def to_json(self) -> dict[str, object]:
         return {"count": len(self.paths), "representative": self.paths[0], "paths": self.paths}
+
+
+def threshold_for(embedder: object) -> float:
+    """The embedder's own `duplicate_threshold` where it states one (another model's cosines
+    spread differently), else DUPLICATE_THRESHOLD, calibrated for the shipped model."""
+    value = getattr(embedder, "duplicate_threshold", None)
+    try:
+        return float(value) if value is not None else DUPLICATE_THRESHOLD
+    except (TypeError, ValueError):
+        return DUPLICATE_THRESHOLD
 
 
 class UnionFind:

@@ -558,7 +558,7 @@ class Library:
         first; each group's representative is its first path. Computed once per change of
         the library (catalog generation) and model, then answered from memory."""
         embedder, index = self._active
-        thr = duplicates.DUPLICATE_THRESHOLD if threshold is None else float(threshold)
+        thr = duplicates.threshold_for(embedder) if threshold is None else float(threshold)
         key = (embedder.model_id, self.catalog.generation, thr)
         cached = getattr(self, "_duplicates", None)
         if cached is not None and cached[0] == key:

@@ -157,3 +157,86 @@ def calibrate_cutoff(
     best = max(ok, key=mean_drop)
     return {"z": best["z"], "gap": best["gap"], "keep_target": keep_target,
             "chosen": best["galleries"], "grid": grid}
+
+
+# -- duplicate threshold (issue 14) ------------------------------------------------------
+
+
+def _copy_transforms() -> dict[str, Any]:
+    """Copies a photo library holds of one picture: a resized export, a re-encode, a crop of
+    a few percent, a small exposure change, and an export that does several at once."""
+    import io
+
+    from PIL import Image, ImageEnhance
+
+    def jpeg(im: Any, quality: int) -> Any:
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=quality)
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
+
+    def crop(im: Any, f: float) -> Any:
+        w, h = im.size
+        dx, dy = int(w * f), int(h * f)
+        return im.crop((dx, dy, w - dx, h - dy))
+
+    lanczos = Image.Resampling.LANCZOS
+    return {
+        "resize50": lambda im: jpeg(im.resize((im.width // 2, im.height // 2), lanczos), 90),
+        "reencode_q60": lambda im: jpeg(im, 60),
+        "crop3": lambda im: crop(im, 0.03),
+        "crop5": lambda im: crop(im, 0.05),
+        "brighter10": lambda im: ImageEnhance.Brightness(im).enhance(1.10),
+        "darker10": lambda im: ImageEnhance.Brightness(im).enhance(0.90),
+        "export": lambda im: jpeg(crop(im.resize((im.width * 7 // 10, im.height * 7 // 10), lanczos), 0.02), 75),
+    }
+
+
+def duplicate_figures(
+    embedder: Any, photos: Sequence[Path], thresholds: Sequence[float],
+    same_photo: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Precision and recall of `cos >= threshold` between photos (the app's plain photo
+    cosine, `Embedder.image_query`) on generated copies of `photos` against the distinct
+    photos. `same_photo[i]` names the picture photo i shows (two files of one picture are
+    not counted as distinct); pairs, not groups, are counted."""
+    from PIL import Image
+
+    transforms = _copy_transforms()
+    orig: list[np.ndarray] = []
+    copies: dict[str, list[np.ndarray]] = {k: [] for k in transforms}
+    for p in photos:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            orig.append(embedder.prepare_image(im))
+            for k, f in transforms.items():
+                copies[k].append(embedder.prepare_image(f(im)))
+
+    def embed(rows: list[np.ndarray]) -> np.ndarray:
+        out = [embedder.embed_prepared(np.stack(rows[s : s + 16])) for s in range(0, len(rows), 16)]
+        return np.asarray(embedder.image_query(np.concatenate(out)), np.float32)
+
+    o = embed(orig)
+    c = {k: embed(v) for k, v in copies.items()}
+    n = len(o)
+    names = np.asarray(same_photo if same_photo is not None else [str(p) for p in photos])
+    distinct = names[:, None] != names[None, :]
+    pos = {k: np.sum(o * v, axis=1) for k, v in c.items()}
+    neg = np.concatenate(
+        [(o @ o.T)[np.triu(distinct, 1)]] + [(o @ v.T)[distinct] for v in c.values()]
+    )
+    all_pos = np.concatenate(list(pos.values()))
+    rows = []
+    for thr in thresholds:
+        tp, fp = int((all_pos >= thr).sum()), int((neg >= thr).sum())
+        rows.append({
+            "threshold": thr, "recall": tp / len(all_pos),
+            "precision": tp / (tp + fp) if tp + fp else 1.0, "false_pairs": fp,
+            "recall_by_copy": {k: float((v >= thr).mean()) for k, v in pos.items()},
+        })
+    return {
+        "photos": n, "copy_pairs": int(len(all_pos)), "distinct_pairs": int(len(neg)),
+        "distinct_max": float(neg.max()) if len(neg) else None,
+        "copy_median": {k: float(np.median(v)) for k, v in pos.items()},
+        "rows": rows,
+    }

@@ -90,8 +90,14 @@ def test_unknown_sort_is_refused_by_argparse(capsys, library):
     assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+def _fake_with_duplicate_threshold(spec=None, device=None):
+    emb = FakeEmbedder()
+    emb.duplicate_threshold = 0.96  # the fake's scale (tests/engine/test_duplicates.py)
+    return emb
+
+
 def test_duplicates_command(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli.library, "load_embedder", lambda spec=None, device=None: FakeEmbedder())
+    monkeypatch.setattr(cli.library, "load_embedder", _fake_with_duplicate_threshold)
     folder = tmp_path / "dups"
     folder.mkdir()
     for seed in range(5):  # distinct photos; the first one with a resized copy
@@ -100,7 +106,7 @@ def test_duplicates_command(capsys, tmp_path, monkeypatch):
         img.save(folder / f"p{seed}.png")
     Image.open(folder / "p0.png").resize((96, 72)).save(folder / "p0_small.png")
     lib = tmp_path / "duplib"
-    with Library.open(lib, FakeEmbedder()) as library:
+    with Library.open(lib, _fake_with_duplicate_threshold()) as library:
         library.add_folder(folder)
         library.index()
     rc, out, _ = _run(capsys, "duplicates", "--library", lib, "--json")

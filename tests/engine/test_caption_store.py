@@ -141,3 +141,24 @@ def test_a_store_for_another_model_or_bank_is_ignored(tmp_path):
     assert store_for_embedder(emb) is None  # the bank file changed since
     emb.caption_store_path = tmp_path / "missing.npz"
     assert store_for_embedder(emb) is None
+
+
+@pytest.mark.slow  # imports torch to read the checkpoint
+def test_the_shipped_model_ships_its_caption_vectors():
+    import torch
+
+    from engine import settings
+
+    ckpt = torch.load(settings.DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    store = CaptionStore.load(store_path_for(settings.DEFAULT_CHECKPOINT))
+    assert store.model_id == ckpt["model_id"]
+    assert store.captions == bank_file_captions(settings.CAPTION_BANK)
+    assert store.dim == ckpt["config"]["embed_dim"] + 2  # with the two bank-normalisation terms
+
+    class Shipped:  # what load_embedder exposes, without loading the model
+        checkpoint_path = settings.DEFAULT_CHECKPOINT
+        caption_bank_path = settings.CAPTION_BANK
+        model_id = ckpt["model_id"]
+        dim = store.dim
+
+    assert store_for_embedder(Shipped()) is not None

@@ -45,6 +45,13 @@ def test_union_find_and_exact_pairs():
     assert group_indices(v, 0.95, near) == [[0, 1]]
 
 
+def test_threshold_is_the_models_own_else_the_calibrated_one():
+    emb = FakeEmbedder()
+    assert duplicates.threshold_for(emb) == duplicates.DUPLICATE_THRESHOLD
+    emb.duplicate_threshold = 0.5
+    assert duplicates.threshold_for(emb) == 0.5
+
+
 def test_representative_is_the_largest_then_oldest():
     order = representative_order([0, 1, 2], [100, 400, 400], [5.0, 9.0, 2.0], ["a", "b", "c"])
     assert order == [2, 1, 0]
@@ -72,7 +79,11 @@ def test_generated_copies_are_grouped(tmp_path, monkeypatch, via_index):
     for i, group in enumerate(expected):  # make p0's group the newest
         for path in group:
             os.utime(path, (1_600_000_000 - i * 1000,) * 2)
-    with Library.open(tmp_path / "lib", FakeEmbedder()) as lib:
+    emb = FakeEmbedder()
+    # the fake's cosines: copies >= 0.99, these distinct patterns <= 0.93 (the shipped
+    # model's calibrated 0.85 would join some of them)
+    emb.duplicate_threshold = 0.96
+    with Library.open(tmp_path / "lib", emb) as lib:
         lib.add_folder(folder)
         lib.index()
         groups = lib.duplicate_groups()

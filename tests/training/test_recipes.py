@@ -88,3 +88,6 @@ def test_default_model_command_trains_and_ships_the_default_recipe(tmp_path, cap
     assert ckpt["metrics"]["bank_normalisation"]["bank_size"] == 16
     assert (tmp_path / "run" / "default.log.json").exists()
     assert len(bank.read_text().splitlines()) == 48  # 16 photos x 3 distinct captions
+    from engine.caption_store import CaptionStore  # the bank's vectors ship beside the model
+
+    assert CaptionStore.load(tmp_path / "shipped.captions.npz").model_id == ckpt["model_id"]
