@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.strength import strength_text
+from desktop.strength import strength_dots, strength_text
 from engine.library import CaptionHit
 
 
@@ -106,9 +106,13 @@ class CaptionsPanel(QWidget):
             self.list.addItem(item)
             return
         for hit in hits:
-            item = QListWidgetItem(f"{hit.caption}\n{strength_text(hit.strength)}")
+            # The dots lead, so the column of them reads at a glance; the words are in
+            # the tooltip.
+            item = QListWidgetItem(f"{strength_dots(hit.strength)}  {hit.caption}")
             item.setData(Qt.ItemDataRole.UserRole, hit.caption)
-            item.setToolTip(f"Search for \u201c{hit.caption}\u201d")
+            item.setToolTip(
+                f"{strength_text(hit.strength)}\nClick to search for \u201c{hit.caption}\u201d"
+            )
             self.list.addItem(item)
 
     def show_error(self, path: str, message: str) -> None:

@@ -162,9 +162,7 @@ class PhotoGridModel(QAbstractListModel):
             first = len(self._rows)
             self.beginInsertRows(QModelIndex(), first, first + len(rows) - 1)
             self._rows.extend(rows)
-            for i, r in enumerate(rows, first):
-                if r.hit is not None:
-                    self._row_of.setdefault(r.hit.path, i)
+            self._index_rows(first)
             self.endInsertRows()
 
     def canFetchMore(self, parent: _Index = QModelIndex()) -> bool:  # noqa: B008 - Qt signature
@@ -228,11 +226,20 @@ class PhotoGridModel(QAbstractListModel):
         self._rows = self._rows_for(self._source, start=0)
         self._row_of = {}
         self._divider_row = None
-        for i, r in enumerate(self._rows):
-            if r.hit is not None:
-                self._row_of.setdefault(r.hit.path, i)
-            else:
+        self._index_rows(0)
+
+    def _index_rows(self, start: int) -> None:
+        """`row_of` for rows from `start`: a folded group's members find its tile, so a
+        selected photo that gets grouped stays selected."""
+        for i in range(start, len(self._rows)):
+            r = self._rows[i]
+            if r.hit is None:
                 self._divider_row = i
+                continue
+            self._row_of.setdefault(r.hit.path, i)
+            if r.group and not r.member and r.group[0] not in self._expanded:
+                for p in r.group:
+                    self._row_of.setdefault(p, i)
 
     def _rows_for(self, hits: list[PhotoHit], start: int) -> list[GridRow]:
         """Rows for `hits` (source positions from `start`): the divider at the confident

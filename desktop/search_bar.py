@@ -136,12 +136,18 @@ class SortControl(QWidget):
             b.setText(text)
             b.setToolTip(tip)
             b.setCheckable(True)
-            b.setAutoRaise(True)
             self.group.addButton(b)
             self.buttons[key] = b
             row.addWidget(b)
         self.buttons["relevance"].setChecked(True)
         self.group.buttonToggled.connect(self._toggled)
+        # The chosen one in the highlight colour: Fusion's pressed look is too faint on the
+        # dark palette to tell which sort is on.
+        self.setStyleSheet(
+            "QToolButton { padding: 2px 8px; }"
+            "QToolButton:checked { background: palette(highlight); color: palette(highlighted-text);"
+            " border: 1px solid palette(highlight); border-radius: 3px; }"
+        )
 
     def _toggled(self, button: QAbstractButton, on: bool) -> None:
         if on:

@@ -255,6 +255,8 @@ class LibrarySession(QObject):
         self._pending_paths: set[str] = set()
         self._switch_task: Task[str] | None = None
         self._search_generation = 0
+        self._duplicates_generation = 0
+        self._passes_started = 0
         self._search_when_open = False
         self._captions_prepared = False  # the after-first-pass preparation was started
         self._bank_ready = False
@@ -342,7 +344,10 @@ class LibrarySession(QObject):
         self._set_folders(status.folders)
         if first and status.folders:
             self._start_watcher()
-            self.start_index()
+            # The start-up reconcile, unless a pass already began (a folder added before
+            # this first status answered): a second full pass would only repeat it.
+            if not self._passes_started:
+                self.start_index()
         self.status_changed.emit(status)
         if first and not status.folders:
             self.folders_needed.emit()
@@ -456,6 +461,7 @@ class LibrarySession(QObject):
         library = self.library
         assert library is not None
         self._index_run = run
+        self._passes_started += 1
         self._last_index_done = 0
         self.index_started.emit(run)
         self._index_task = self.runner.run_task(
@@ -484,8 +490,9 @@ class LibrarySession(QObject):
             return
         self.index_finished.emit(run, report)
         self.refresh()
-        if report.indexed or report.moved or report.removed:
-            self.request_duplicates()
+        # After every pass: the engine answers from memory when the library did not change,
+        # and a pass that found nothing new may follow one whose groups were taken mid-way.
+        self.request_duplicates()
         self._next_index_work()
         if run.full and self._index_run is None and not self._captions_prepared:
             # After the first full pass, so it never competes with indexing for the CPU.
@@ -606,10 +613,18 @@ class LibrarySession(QObject):
         library = self.library
         if library is None or self._closed:
             return
+        self._duplicates_generation += 1
+        generation = self._duplicates_generation
+
+        def answered(groups: list[tuple[str, ...]]) -> None:
+            # Two requests may overlap (passes in a row); only the newest answer counts.
+            if generation == self._duplicates_generation:
+                self.duplicates_ready.emit(groups)
+
         self.runner.run_task(
             "duplicates",
             lambda _task: [tuple(g.paths) for g in library.duplicate_groups()],
-            on_result=self._live(self.duplicates_ready.emit),
+            on_result=self._live(answered),
         )
 
     # -- captions --------------------------------------------------------------------------

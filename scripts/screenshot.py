@@ -235,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     answer(win, win.sort_control.buttons["date"].click, "the date-sorted search")
     divider = win.model.divider_row()
     if divider is not None:
-        win.grid.scrollTo(win.model.index(divider), win.grid.ScrollHint.PositionAtCenter)
+        # From the top (the count and the first matches), scrolling only if the divider
+        # is below the fold.
+        win.grid.scrollToTop()
+        settle(app, 0.1)
+        if not win.grid.viewport().rect().contains(win.grid.visualRect(win.model.index(divider))):
+            win.grid.scrollTo(win.model.index(divider), win.grid.ScrollHint.PositionAtCenter)
     else:
         log.warning("no 'Less likely' divider in the date-sorted results")
     thumbs(win)

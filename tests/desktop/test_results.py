@@ -68,6 +68,8 @@ def test_near_duplicates_fold_into_one_badged_tile_and_a_badge_click_expands(qtb
     assert model.paths() == ["/p/0.jpg", "/p/1.jpg", "/p/2.jpg", "/p/4.jpg", "/p/5.jpg", "/p/7.jpg"]
     row = model.row_of("/p/1.jpg")
     assert model.data(model.index(row), GroupStateRole) == "folded"
+    # A folded member is found at its group's tile (a selected photo stays selected).
+    assert model.row_of("/p/3.jpg") == model.row_of("/p/6.jpg") == row
     assert "3 near-identical photos" in model.data(model.index(row), Qt.ItemDataRole.ToolTipRole)
     # A click on the badge expands the group: its members follow the first one.
     rect = view.visualRect(model.index(row)).adjusted(2, 2, -2, -2)
