@@ -111,7 +111,11 @@ def run(cfg: Config, work: Path, others: str, out: Path | None = None) -> dict[s
     (a long run that is interrupted still leaves what it measured)."""
     work.mkdir(parents=True, exist_ok=True)
 
-    def checkpoint() -> None:
+    def checkpoint(item: str = "") -> None:
+        # the load average after each item: other processes share these cores (ratios are
+        # interleaved so they hold; absolute figures move with this)
+        results.setdefault("load_avg", {})[item or f"t{len(results.get('load_avg', {}))}"] = [  # type: ignore[index, union-attr]
+            round(x, 2) for x in os.getloadavg()]
         if out is not None:
             results["total_s"] = round(time.perf_counter() - started, 1)
             out.write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -148,7 +152,7 @@ def run(cfg: Config, work: Path, others: str, out: Path | None = None) -> dict[s
                 bm.embedder, work, cfg.runtime_batch, cfg.runtime_reps, cfg.runtime_min_s)
             log.info("competitor: %s", rt["competitor"])
         results["runtimes"] = rt
-        checkpoint()
+        checkpoint("runtimes")
     if mp12 is not None:
         mp12_files = sorted(mp12.glob("*.jpg"))
         results["decode_modes"] = {"12mp": items.bench_decode_modes(mp12_files, bm.embedder)}
@@ -160,11 +164,11 @@ def run(cfg: Config, work: Path, others: str, out: Path | None = None) -> dict[s
             indexing["sample"] = items.bench_indexing(
                 bm.embedder, sample, work, cfg.index_reps, "sample", decode_reference=True)
         results["indexing"] = indexing
-        checkpoint()
+        checkpoint("indexing")
     if cfg.fidelity_set and torch_emb is not None and bm.kind != "fake":
         results["fidelity"] = runtimes.bench_fidelity(bm.embedder, torch_emb, cfg.fidelity_set)
         log.info("fidelity: %s", results["fidelity"])
-        checkpoint()
+        checkpoint("fidelity")
     del torch_emb
 
     if not cfg.quick:
@@ -194,11 +198,13 @@ def run(cfg: Config, work: Path, others: str, out: Path | None = None) -> dict[s
                 results["open_detail"] = opened
                 results["rescan_detail"] = rescan
             results["query"] = query
-            checkpoint()
+            checkpoint(f"query_{n}")
     if not cfg.query_only:  # issue 14: captions first answer, browse at 100K (app_rows.py)
         results["app"] = app_rows.bench_app_rows(bm, work, cfg.open_n)
         checkpoint()
     results["total_s"] = round(time.perf_counter() - started, 1)
+    results["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    results.setdefault("load_avg", {})["end"] = [round(x, 2) for x in os.getloadavg()]  # type: ignore[union-attr]
     return results
 
 
