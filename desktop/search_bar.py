@@ -7,7 +7,7 @@ import html
 import os
 from datetime import datetime, time
 
-from PySide6.QtCore import QDate, Qt, Signal
+from PySide6.QtCore import QDate, QEvent, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QPixmap
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -68,6 +68,35 @@ class SearchBox(QLineEdit):
         super().keyPressEvent(event)
 
 
+def restyle(widget: QWidget, event: QEvent, style: str) -> None:
+    """Style sheets resolve palette(...) once; after a theme switch (light <-> dark while
+    running) they must be resolved again. Setting the sheet sends palette changes of its
+    own, which must not start this again."""
+    if event.type() != QEvent.Type.PaletteChange or widget.property("_restyling"):
+        return
+    widget.setProperty("_restyling", True)
+    try:
+        widget.setStyleSheet("")
+        widget.setStyleSheet(style)
+    finally:
+        widget.setProperty("_restyling", False)
+
+
+SORT_STYLE = (
+    "QToolButton { padding: 2px 8px; background: palette(button);"
+    " color: palette(button-text); border: 1px solid palette(mid); border-radius: 3px; }"
+    "QToolButton:checked { background: palette(highlight); color: palette(highlighted-text);"
+    " border: 1px solid palette(highlight); }"
+    "QToolButton:disabled { color: palette(mid); }"
+    "QToolButton:checked:disabled { background: palette(mid); color: palette(window);"
+    " border: 1px solid palette(mid); }"
+)
+CHIP_STYLE = (
+    "#similarChip { border: 1px solid palette(highlight); border-radius: 13px;"
+    " background: palette(base); }"
+)
+
+
 class SimilarChip(QFrame):
     """ "Similar to: name.jpg ✕" before the search box: what the query refines."""
 
@@ -91,11 +120,12 @@ class SimilarChip(QFrame):
         row.addWidget(self.thumb)
         row.addWidget(self.label)
         row.addWidget(self.close_btn)
-        self.setStyleSheet(
-            "#similarChip { border: 1px solid palette(highlight); border-radius: 13px;"
-            " background: palette(base); }"
-        )
+        self.setStyleSheet(CHIP_STYLE)
         self.setVisible(False)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        restyle(self, event, CHIP_STYLE)
 
     def set_path(self, path: str | None, pixmap: QPixmap | None = None) -> None:
         """Show the chip for `path` (with its thumbnail, if the grid has it), or hide it."""
@@ -143,11 +173,11 @@ class SortControl(QWidget):
         self.group.buttonToggled.connect(self._toggled)
         # The chosen one in the highlight colour: Fusion's pressed look is too faint on the
         # dark palette to tell which sort is on.
-        self.setStyleSheet(
-            "QToolButton { padding: 2px 8px; }"
-            "QToolButton:checked { background: palette(highlight); color: palette(highlighted-text);"
-            " border: 1px solid palette(highlight); border-radius: 3px; }"
-        )
+        self.setStyleSheet(SORT_STYLE)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        restyle(self, event, SORT_STYLE)
 
     def _toggled(self, button: QAbstractButton, on: bool) -> None:
         if on:

@@ -185,3 +185,27 @@ def test_query_syntax_is_in_the_search_box_tooltip(make_window):
     tip = win.search.toolTip()
     for example in ("dog beach -people", "\"red car\" +night", "-term", "+term", "Find similar photos"):
         assert example in tip
+
+
+def test_sort_control_follows_a_switch_to_the_dark_theme(qtbot, qapp):
+    from desktop.app import dark_palette
+    from desktop.search_bar import SortControl
+
+    light = qapp.palette()
+    control = SortControl()
+    qtbot.addWidget(control)
+    control.show()
+
+    def date_button_brightness() -> int:
+        b = control.buttons["date"]
+        img = control.grab().toImage()
+        return img.pixelColor(b.geometry().left() + 3, b.geometry().center().y()).lightness()
+
+    assert date_button_brightness() > 180
+    try:
+        qapp.setPalette(dark_palette())
+        qtbot.wait(20)
+        # Without re-resolving the style sheet the button stays light on the dark window.
+        assert date_button_brightness() < 120
+    finally:
+        qapp.setPalette(light)
