@@ -261,37 +261,72 @@ def train_attention(train: Bundle, val: Bundle, config: AttentionConfig, epochs:
 
 
 def measure_latency(module: CrossAttention, photos: int, k: int, queries: int, seed: int = 0,
-                    tokens: int = 12) -> dict[str, Any]:
-    """Added cost of re-ranking `k` candidates for one text query, CPU, one thread: project the
-    query's token states, gather the candidates' int8 codes out of `photos` stored ones, decode,
-    score, sort. Token states come for free with the global query (the same MiniLM pass)."""
+                    tokens: int = 12, sqlite_dir: Path | None = None) -> dict[str, Any]:
+    """Added cost of re-ranking `k` candidates for one text query, CPU, one thread, on the
+    numpy path search would use (`QueryReranker`: project the query's token states, decode the
+    candidates' int8 codes, score, sort), and on torch for comparison. The token states come
+    with the global query (the same MiniLM pass). Codes are gathered out of `photos` stored
+    ones held in memory; with `sqlite_dir`, also read as blobs from a SQLite table of `photos`
+    rows (what a catalog read of K rows costs; the catalog itself is not touched)."""
+    import sqlite3
+
+    from engine.vse.attention import QueryReranker, pack_regions, unpack_regions
+
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
     d, r = module.config.dim, 16
     codes = rng.integers(-127, 128, size=(photos, r, d), dtype=np.int8)
-    scales = (rng.random((photos, r)) / 127).astype(np.float16)
-    times = []
+    scales = (rng.random((photos, r)) / 127 / 16).astype(np.float16)  # unit-ish rows
     module.eval()
+    reranker = QueryReranker.from_module(module)
+    db = None
+    if sqlite_dir is not None:
+        sqlite_dir.mkdir(parents=True, exist_ok=True)
+        path = sqlite_dir / "regions.sqlite"
+        path.unlink(missing_ok=True)
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE regions (id INTEGER PRIMARY KEY, blob BLOB NOT NULL)")
+        db.executemany("INSERT INTO regions VALUES (?, ?)",
+                       ((i, pack_regions(codes[i], scales[i])) for i in range(photos)))
+        db.commit()
+        db.close()
+        db = sqlite3.connect(path)
+    times: dict[str, list[float]] = {"numpy": [], "torch": [], "sqlite_read": [], "sqlite_total": []}
     with torch.no_grad():
         for q in range(queries + 10):
-            states = torch.from_numpy(rng.normal(size=(1, tokens + 2, module.config.word_dim)).astype(np.float32))
+            states = rng.normal(size=(tokens, module.config.word_dim)).astype(np.float32)
             cand = rng.choice(photos, k, replace=False)
             glob = rng.normal(size=k)
             t = time.perf_counter()
-            st, m = strip_special(states, torch.ones(1, tokens + 2, dtype=torch.long))
-            w = module.words(st)
+            order = reranker.rerank(glob, states, codes[cand], scales[cand])
+            t1 = time.perf_counter()
+            w = module.words(torch.from_numpy(states)[None])
             reg = torch.from_numpy(codes[cand].astype(np.float32) * scales[cand].astype(np.float32)[..., None])
-            att = module.score(w, m, reg)[:, 0].numpy()
-            order = np.argsort(-(glob + module.config.alpha * att), kind="stable")
-            dt = time.perf_counter() - t
+            att = module.score(w, torch.ones(1, tokens), reg)[:, 0].numpy()
+            np.argsort(-(glob + module.config.alpha * att), kind="stable")
+            t2 = time.perf_counter()
+            if db is not None:
+                ids = [int(i) for i in cand]
+                rows = dict(db.execute(f"SELECT id, blob FROM regions WHERE id IN ({','.join('?' * k)})", ids))
+                t3 = time.perf_counter()
+                regs = np.stack([unpack_regions(rows[i], r, d) for i in ids])
+                reranker.scores(reranker.words(states), regs)
+                t4 = time.perf_counter()
             if q >= 10:  # warm-up
-                times.append(dt * 1000)
+                times["numpy"].append((t1 - t) * 1000)
+                times["torch"].append((t2 - t1) * 1000)
+                if db is not None:
+                    times["sqlite_read"].append((t3 - t2) * 1000)
+                    times["sqlite_total"].append((t4 - t2) * 1000)
             assert len(order) == k
-    a = np.array(times)
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "mean_ms": float(a.mean()), "queries": queries, "k": k, "photos": photos, "tokens": tokens,
-            "direction": module.config.direction, "bytes_per_photo": region_bytes(r, d),
-            "bytes_per_100k": region_bytes(r, d) * 100_000}
+    out: dict[str, Any] = {"queries": queries, "k": k, "photos": photos, "tokens": tokens,
+                           "direction": module.config.direction, "bytes_per_photo": region_bytes(r, d),
+                           "bytes_per_100k": region_bytes(r, d) * 100_000}
+    for name, vals in times.items():
+        if vals:
+            a = np.array(vals)
+            out[name] = {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+    return out
 
 
 # ---------------------------------------------------------------- CLI
@@ -347,7 +382,8 @@ def run_latency(args: argparse.Namespace) -> int:
     module, _ = load_attention(args.weights)
     if args.direction:
         module.config.direction = args.direction
-    res = measure_latency(module, args.photos, args.k, args.queries)
+    res = measure_latency(module, args.photos, args.k, args.queries, tokens=args.tokens,
+                          sqlite_dir=args.sqlite_dir)
     print(json.dumps(res))
     return 0
 
@@ -399,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--direction", choices=("t2i", "i2t", "both"))
+    p.add_argument("--tokens", type=int, default=12, help="words in the query")
+    p.add_argument("--sqlite-dir", type=Path, help="also time reading the K blobs from SQLite here")
     args = ap.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -158,6 +158,66 @@ def rerank(global_scores: np.ndarray, attention: np.ndarray, alpha: float) -> np
                       kind="stable")
 
 
+class QueryReranker:
+    """numpy-only re-ranking of one text query's K candidates, for the search path (which
+    runs on ONNX Runtime and does not import torch): the word projection's weights as arrays,
+    the candidates' regions as stored codes."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, config: AttentionConfig) -> None:
+        self.weight = np.ascontiguousarray(np.asarray(weight, np.float32).T)  # (word_dim, dim)
+        self.bias = np.asarray(bias, np.float32)
+        self.config = config
+
+    @classmethod
+    def from_module(cls, module: CrossAttention) -> QueryReranker:
+        return cls(module.word_proj.weight.detach().numpy(), module.word_proj.bias.detach().numpy(),
+                   module.config)
+
+    def words(self, states: np.ndarray) -> np.ndarray:
+        """(L, word_dim) token states of the query's words ([CLS]/[SEP] already dropped) -> unit
+        (L, dim)."""
+        w = np.asarray(states, np.float32) @ self.weight + self.bias
+        return w / np.maximum(np.linalg.norm(w, axis=-1, keepdims=True), 1e-12)
+
+    def scores(self, words: np.ndarray, regions: np.ndarray) -> np.ndarray:
+        """Attention scores (K,) of unit `words` (L, D) against unit `regions` (K, R, D)."""
+        c = self.config
+        # plain (batched) matmuls: numpy's einsum does not use BLAS for these shapes
+        s = np.matmul(regions, words.T).transpose(0, 2, 1)  # (K, L, R) cosines
+        out = []
+        if c.direction in ("t2i", "both"):
+            a = _softmax(c.lambda_softmax * s, axis=2)
+            gram = np.matmul(regions, regions.transpose(0, 2, 1))  # (K, R, R)
+            norm2 = (np.matmul(a, gram) * a).sum(-1)
+            out.append(_pool_np((a * s).sum(-1) / np.sqrt(np.maximum(norm2, 1e-12)), c))
+        if c.direction in ("i2t", "both"):
+            a = _softmax(c.lambda_softmax * s, axis=1)
+            gram = words @ words.T  # (L, L), symmetric
+            norm2 = (np.matmul(gram, a) * a).sum(1)
+            out.append(_pool_np((a * s).sum(1) / np.sqrt(np.maximum(norm2, 1e-12)), c))
+        return out[0] if len(out) == 1 else (out[0] + out[1]) / 2
+
+    def rerank(self, global_scores: np.ndarray, states: np.ndarray, codes: np.ndarray,
+               scales: np.ndarray) -> np.ndarray:
+        """Order (best first) of K candidates: global scores (K,), the query's word states,
+        the candidates' stored codes (K, R, D) int8 and scales (K, R)."""
+        att = self.scores(self.words(states), decode_regions(codes, scales))
+        return rerank(global_scores, att, self.config.alpha)
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _pool_np(sims: np.ndarray, c: AttentionConfig) -> np.ndarray:
+    if c.pool == "mean":
+        return sims.mean(-1)
+    z = c.lambda_lse * sims
+    top = z.max(-1, keepdims=True)
+    return (np.log(np.exp(z - top).mean(-1)) + top[..., 0]) / c.lambda_lse
+
+
 # ---------------------------------------------------------------- storage
 
 
@@ -179,7 +239,8 @@ def encode_regions(regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def decode_regions(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """Inverse of `encode_regions` (float32)."""
-    return codes.astype(np.float32) * scales.astype(np.float32)[..., None]
+    # one fused multiply: astype-then-multiply costs ~15x more for K = 100 photos
+    return np.multiply(codes, scales.astype(np.float32)[..., None], dtype=np.float32)
 
 
 def pack_regions(codes: np.ndarray, scales: np.ndarray) -> bytes:

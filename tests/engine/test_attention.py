@@ -13,6 +13,7 @@ from engine.errors import ModelLoadError
 from engine.vse.attention import (
     AttentionConfig,
     CrossAttention,
+    QueryReranker,
     attention_scores,
     decode_regions,
     encode_regions,
@@ -192,3 +193,24 @@ def test_save_load_round_trip(tmp_path) -> None:
         load_attention(tmp_path / "missing.pt")
     with pytest.raises(ValueError):
         AttentionConfig(direction="sideways")
+
+
+@pytest.mark.parametrize("direction", ["t2i", "i2t", "both"])
+@pytest.mark.parametrize("pool", ["mean", "lse"])
+def test_numpy_query_reranker_matches_torch(direction: str, pool: str) -> None:
+    torch.manual_seed(1)
+    c = AttentionConfig(word_dim=12, region_dim=20, dim=8, direction=direction, pool=pool, alpha=0.7)
+    m = CrossAttention(c).eval()
+    states = torch.randn(1, 5, 12)
+    regions = m.regions(torch.randn(9, 16, 20)).detach()
+    q = QueryReranker.from_module(m)
+    w = q.words(states[0].numpy())
+    assert np.allclose(w, m.words(states)[0].detach().numpy(), atol=1e-5)
+    want = attention_scores(m.words(states), torch.ones(1, 5), regions, c)[:, 0].detach().numpy()
+    assert np.allclose(q.scores(w, regions.numpy()), want, atol=1e-5)
+    # from stored codes: the order is the one of the torch scores on the decoded regions
+    codes, scales = encode_regions(regions.numpy())
+    g = np.linspace(0.3, 0.1, 9)
+    dec = torch.from_numpy(decode_regions(codes, scales))
+    att = attention_scores(m.words(states), torch.ones(1, 5), dec, c)[:, 0].detach().numpy()
+    assert q.rerank(g, states[0].numpy(), codes, scales).tolist() == rerank(g, att, 0.7).tolist()
