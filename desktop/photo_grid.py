@@ -122,11 +122,16 @@ class PhotoGridModel(QAbstractListModel):
         loader.thumbnail_ready.connect(self._on_thumbnail_ready)
 
     # -- filling ---------------------------------------------------------------------
-    def set_hits(self, hits: list[PhotoHit], confident: int | None = None) -> None:
+    def set_hits(
+        self, hits: list[PhotoHit], confident: int | None = None, keep_expanded: bool = False
+    ) -> None:
         """Search results; rows from `confident` on go under the "Less likely" divider.
-        Queued thumbnail requests for the old list are dropped."""
+        Queued thumbnail requests for the old list are dropped; a new list starts with
+        every group folded (`keep_expanded`: a refresh of the same one)."""
         self.loader.cancel_pending()
         self.beginResetModel()
+        if not keep_expanded:
+            self._expanded.clear()
         self.mode = "search"
         self._source = list(hits)
         self._confident = confident
@@ -135,10 +140,14 @@ class PhotoGridModel(QAbstractListModel):
         self._rebuild()
         self.endResetModel()
 
-    def set_browse(self, total: int, first_page: list[PhotoHit]) -> None:
+    def set_browse(
+        self, total: int, first_page: list[PhotoHit], keep_expanded: bool = False
+    ) -> None:
         """The whole library (`total` photos), newest first; more pages on demand."""
         self.loader.cancel_pending()
         self.beginResetModel()
+        if not keep_expanded:
+            self._expanded.clear()
         self.mode = "browse"
         self._source = list(first_page)
         self._confident = None

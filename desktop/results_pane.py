@@ -152,7 +152,7 @@ class ResultsPane(QWidget):
             and [h.path for h in hits] == [h.path for h in self.model.source()]
         ):
             return False
-        self._refill(lambda: self.model.set_hits(hits, confident), keep_view, bool(hits))
+        self._refill(lambda: self.model.set_hits(hits, confident, keep_view), keep_view, bool(hits))
         self.banner.setVisible(result.weak and bool(hits))
         return True
 
@@ -166,7 +166,7 @@ class ResultsPane(QWidget):
             and [h.path for h in hits] == [h.path for h in self.model.source()]
         ):
             return False
-        self._refill(lambda: self.model.set_browse(total, hits), keep_view, bool(hits))
+        self._refill(lambda: self.model.set_browse(total, hits, keep_view), keep_view, bool(hits))
         self.banner.setVisible(False)
         return True
 

@@ -79,7 +79,12 @@ def test_near_duplicates_fold_into_one_badged_tile_and_a_badge_click_expands(qtb
     assert model.paths()[1:4] == list(group)
     assert [model.data(model.index(r), GroupStateRole) for r in (1, 2, 3)] == [
         "expanded", "member", "member"]
+    model.set_hits([hit(i) for i in range(8)], confident=8, keep_expanded=True)  # a refresh
+    assert len(model.paths()) == 8
     model.toggle_group(2)  # from a member: folds again
+    assert len(model.paths()) == 6
+    model.toggle_group(row)
+    model.set_hits([hit(i) for i in range(8)], confident=8)  # another list: folded again
     assert len(model.paths()) == 6
     # Grouping off: every photo on its own.
     model.set_grouping(False)
