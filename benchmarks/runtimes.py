@@ -178,12 +178,17 @@ def openclip_graph(work: Path) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     started = time.perf_counter()
-    with warnings.catch_warnings(), torch.no_grad():
+    # not under no_grad: eval + no_grad takes torch's fused attention fast path
+    # (aten::_native_multi_head_attention), which has no ONNX export
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # the TorchScript exporter: the dynamo one takes minutes on this ViT for the same graph
         torch.onnx.export(model, (torch.zeros(2, 3, size, size),), str(tmp), input_names=["pixels"],
                           output_names=["embedding"], opset_version=18, dynamo=False,
                           dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}})
+    torch.backends.mha.set_fastpath_enabled(fastpath)
     os.replace(tmp, path)
     log.info("OpenCLIP %s image tower exported in %.0f s -> %s", OPENCLIP_ARCH,
              time.perf_counter() - started, path)
