@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 OPSET = 18
 CALIBRATION_FORMAT = "photosearch-int8-calibration/1"
-# Chosen on f30k8k_val (docs/MODEL.md, "Inference runtime"): percentile ranges kept the worst
+# Chosen on f30k8k_val (docs/MODEL.md, "ONNX Runtime (inference)"): percentile ranges kept the worst
 # photo's cosine to fp32 at 0.94 where min/max gave 0.80; U8S8 is what x86 runs fast (S8S8
 # was no faster than fp32); 7-bit weights (reduce_range) fell to a mean cosine of 0.986.
 QUANT_SETTINGS = {

@@ -320,7 +320,7 @@ def _multilingual_tower(model_id: str, embed_dim: int, caption_bank_path: Path |
 
 class OnnxEmbedder:
     """The `Embedder` of engine/embedder.py on ONNX Runtime, same vectors as VSEEmbedder (to
-    the precision of each graph, see docs/MODEL.md "Inference runtime").
+    the precision of each graph, see docs/MODEL.md "ONNX Runtime (inference)").
 
     The text session is made at once (every search needs it); the image session on the first
     image call, so a process that only searches never holds the image graph. Sessions are
