@@ -389,8 +389,8 @@ def cmd_captions(args: argparse.Namespace) -> int:
         elif not hits:
             _print("no captions to suggest yet (search a few times, or use a model with a caption bank)")
         else:
-            for hit in hits:
-                _print(f"{hit.score:7.3f}  {hit.caption}")
+            for hit in hits:  # stars: 3 strong, 2 good, 1 weak (--json keeps the raw score)
+                _print(f"{hit.score:7.3f}  {'*' * getattr(hit, 'strength', 0):3}  {hit.caption}")
     finally:
         lib.close()
     return 0

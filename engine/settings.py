@@ -54,10 +54,10 @@ GALLERY_SAMPLE = 1000
 
 # Query syntax (engine/search.py `parse_query`): the score of a photo is the mean of its scores
 # for the positive terms (the plain text and each +term), minus NEGATIVE_WEIGHT times its score
-# for each -term; "find similar, then type" weighs the photo's plain cosine by LIKE_PHOTO_WEIGHT
-# against each text term (its scores spread wider than text scores).
+# for each -term; "find similar, then type" adds the photo's plain cosine as a positive term of
+# weight LIKE_PHOTO_WEIGHT (each text term has 1): the photo anchors, the text re-ranks.
 NEGATIVE_WEIGHT = 0.5
-LIKE_PHOTO_WEIGHT = 0.5
+LIKE_PHOTO_WEIGHT = 1.0
 
 
 def default_library_dir() -> Path:
