@@ -271,3 +271,21 @@ def test_caption_bank_by_source(tmp_path):
     cat.put_caption_embeddings("m", ids, np.eye(3, 4, dtype=np.float32))
     texts, mat = cat.caption_matrix("m", "query")
     assert texts == ["my query"] and mat.shape == (1, 4) and cat.count_captions_missing("m") == 0
+
+
+@pytest.mark.slow  # 100K rows inserted (~2 s)
+def test_browse_pages_through_100k_photos(tmp_path):
+    cat = Catalog(tmp_path / "catalog.db")
+    folder_id = cat.add_folder("/f")
+    n = 100_000
+    order = np.random.default_rng(0).permutation(n)  # dates unrelated to row ids
+    with cat.write() as w:
+        w.insert_photos(
+            (i + 1, PhotoFields(f"/f/{i:06}.jpg", folder_id, 1, 0, f"h{i}", 4, 3, None, float(order[i])))
+            for i in range(n)
+        )
+    assert cat.count_browsable() == n
+    newest = [r.sort_date for r in cat.browse(0, 100)]
+    assert newest == [float(n - 1 - k) for k in range(100)]
+    deepest = [r.sort_date for r in cat.browse(n - 100, 100)]
+    assert deepest == [float(99 - k) for k in range(100)]
