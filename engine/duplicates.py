@@ -81,16 +81,22 @@ class UnionFind:
 
 
 def exact_pairs(vectors: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Every (i, j), i < j, with vectors[i] . vectors[j] >= threshold (blockwise)."""
+    """Every (i, j), i < j, with vectors[i] . vectors[j] >= threshold (blocks of rows).
+
+    A bound in 64 principal directions (score only pairs whose bound reaches the threshold)
+    was tried: on real photo vectors it left 1,965 of 26 million pairs, but writing and
+    scanning the n x n bound costs as much as the full product at 7K-20K photos (1.8 vs
+    1.4 s at 7,235; 33 vs 36 s at 20K), so the plain product stayed."""
     v = np.ascontiguousarray(vectors, np.float32)
+    n = len(v)
     pairs: list[tuple[int, int]] = []
-    rows = max(16, _BLOCK_ELEMENTS // max(1, len(v)))
-    for s in range(0, len(v), rows):
-        block = v[s : s + rows] @ v.T
-        rows, cols = np.nonzero(block >= threshold)
-        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-            if s + r < c:
-                pairs.append((s + r, c))
+    step = max(16, _BLOCK_ELEMENTS // max(1, n))
+    for s in range(0, n, step):
+        block = v[s : s + step] @ v.T
+        ii, jj = np.nonzero(block >= threshold)
+        ii = ii + s
+        upper = ii < jj
+        pairs += zip(ii[upper].tolist(), jj[upper].tolist(), strict=True)
     return pairs
 
 

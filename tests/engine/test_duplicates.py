@@ -52,6 +52,23 @@ def test_threshold_is_the_models_own_else_the_calibrated_one():
     assert duplicates.threshold_for(emb) == 0.5
 
 
+def test_exact_pairs_over_several_blocks(monkeypatch):
+    """Clusters of near copies among random photos: the product in 50-row blocks finds exactly
+    the pairs of a plain all-pairs product (the first version reused its block size variable
+    and failed from the second block on)."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((300, 96)).astype(np.float32)
+    base[:, :8] *= 6  # a few strong directions, as image embeddings have
+    copies = base[:60] + rng.normal(0, 0.15, (60, 96)).astype(np.float32)
+    v = np.concatenate([base, copies, copies[:20] + rng.normal(0, 0.1, (20, 96)).astype(np.float32)])
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    full = v @ v.T
+    want = sorted((i, j) for i, j in zip(*np.nonzero(np.triu(full >= 0.9, 1)), strict=True))
+    assert len(want) >= 80
+    monkeypatch.setattr(duplicates, "_BLOCK_ELEMENTS", 50 * len(v))  # 50-row blocks
+    assert sorted(duplicates.exact_pairs(v, 0.9)) == want
+
+
 def test_representative_is_the_largest_then_oldest():
     order = representative_order([0, 1, 2], [100, 400, 400], [5.0, 9.0, 2.0], ["a", "b", "c"])
     assert order == [2, 1, 0]
