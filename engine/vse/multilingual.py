@@ -21,9 +21,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-import re
 import threading
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,6 +33,11 @@ import torch.nn.functional as F
 
 from engine.vse.backbones import file_sha256
 from engine.vse.model import VSEModel
+from engine.vse.routing import (  # noqa: F401 - re-exported for training and tests
+    CaptionLexicon,
+    lexicon_from_captions,
+    needs_multilingual,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,99 +55,6 @@ _MAX_LEFT = max(left for _, left in _ORDERS)
 _MAX_RIGHT = max(n - 1 - left for n, left in _ORDERS)
 # tokens per forward batch when encoding many texts (training features): bounds the transient
 _TOKEN_BUDGET = 4096
-
-
-# ---------------------------------------------------------------------------------------------
-# Routing
-
-
-def _is_latin_letter(ch: str) -> bool:
-    o = ord(ch)
-    # Basic Latin .. Latin Extended-B, IPA, Latin Extended Additional (Vietnamese), fullwidth
-    return o < 0x2B0 or 0x1E00 <= o <= 0x1EFF or 0xFF21 <= o <= 0xFF5A
-
-
-_WORD = re.compile(r"[^\W\d_]+")
-
-# Words that say "this is English" in a photo description: function words and the commonest
-# caption nouns. Counted against `_FOREIGN_WORDS`.
-_ENGLISH_WORDS = frozenset(
-    """a an the of in on at with and or is are was be being by for from to into onto near under
-    over through while who which that this these those there some his her their its he she they
-    it one two three four five several many young old little small big large man men woman women
-    person people boy boys girl girls child children kid kids dog dogs baby lady guy group
-    standing sitting walking running playing wearing holding looking""".split()
-)
-
-# Function words (and a few caption staples) of USE's other Latin-script languages: es fr de it
-# pt nl pl tr. Words that are also English (a, in, is, man, van, met, no, do, die, due, hay,
-# pies, per, am, kind, on, an, i, son) are left out so they cannot misroute an English query.
-_FOREIGN_WORDS = frozenset(
-    """el la los las un una unos unas del al y en con de por para sobre junto su sus que es
-    está están muy sin entre hombre mujer gente niño niña niños perro perros playa calle agua
-    le les une des du et avec sur dans sous est sont qui au aux deux trois chien homme femme
-    enfant enfants devant près pour plage rue
-    der das den dem des ein eine einer einem einen und mit auf im ist sind vor zwei drei hund
-    mann frau kinder beim zum zur neben unter über von bei strand straße
-    il lo gli uno di della dei sul sulla nel nella è sono tre cane uomo donna bambino bambini
-    tra fra spiaggia
-    o os um uma uns umas da dos das na nos nas em com e é são dois duas cão cachorro homem
-    mulher menino menina pela pelo praia rua
-    het een op zijn twee drie hond vrouw bij naast onder voor
-    w z się jest są dwa dwie mężczyzna kobieta dziecko przy pod nad obok
-    bir ve ile bu iki üç köpek adam kadın çocuk üzerinde yanında içinde""".split()
-)
-
-
-def needs_multilingual(text: str, english_lexicon: Container[str] | None = None) -> bool:
-    """Whether a query should go to the multilingual tower rather than the English one.
-
-    Any letter outside the Latin script (CJK, kana, Hangul, Cyrillic, Arabic, Thai, ...) means
-    yes. Latin-script text is English unless it has more foreign than English function words
-    (diacritics count as one foreign word); with no evidence either way (keyword queries such as
-    "perro playa"), it is English when at least half its words are in `english_lexicon`, or
-    always when no lexicon is given. A misrouted English query still works (USE reads English
-    too), while a misrouted Spanish one would not, so doubt leans towards the multilingual side
-    only where the lexicon says the words are not English.
-    """
-    letters = [ch for ch in text if ch.isalpha()]
-    if not letters:
-        return False
-    if not all(_is_latin_letter(ch) for ch in letters):
-        return True
-    words = _WORD.findall(text.lower())
-    english = sum(w in _ENGLISH_WORDS for w in words)
-    foreign = sum(w in _FOREIGN_WORDS for w in words) + any(ord(ch) > 127 for ch in letters)
-    if foreign != english:
-        return foreign > english
-    if english_lexicon is None or not words:
-        return False
-    known = sum(w in english_lexicon for w in words)
-    return 2 * known < len(words)
-
-
-def lexicon_from_captions(path: Path) -> frozenset[str]:
-    """The words of a caption file (one caption a line): the English vocabulary of photo
-    descriptions, for `needs_multilingual`'s keyword-query case."""
-    with open(path, encoding="utf-8") as fh:
-        return frozenset(w for line in fh for w in _WORD.findall(line.lower()))
-
-
-class CaptionLexicon:
-    """`lexicon_from_captions(path)`, read on the first lookup: most queries never need it
-    (function words decide), and reading 35K captions costs most of a second."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._words: frozenset[str] | None = None
-        self._lock = threading.Lock()
-
-    def __contains__(self, word: object) -> bool:
-        if self._words is None:
-            with self._lock:
-                if self._words is None:
-                    self._words = lexicon_from_captions(self.path)
-        return word in self._words
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +200,19 @@ def shared_use_encoder() -> USEEncoder:
 
 class MultilingualHead:
     """USE vectors -> unit joint-space embeddings: linear, plus a GELU MLP residual when the
-    asset has one. Plain arrays in an .npz (no pickles), float16 on disk, float32 in memory."""
+    asset has one, then (when the asset has a caption memory) a step towards the English
+    captions nearest to that embedding. Plain arrays in an .npz (no pickles): float16 and
+    int8 on disk, float32 in memory.
+
+    The caption memory: the model's own text embeddings of its training captions, stored as
+    int8 codes in a 128-d PCA basis of those embeddings. A query's head output y finds its k
+    nearest captions there (softmax weights at temperature tau) and becomes
+    unit(y + weight * unit(their weighted mean, back in the joint space)). A translated
+    description lands near, not on, the English ones (USE puts a caption and its Chinese
+    version at cosine ~0.66); pulling it onto the manifold of real captions recovers part of
+    what the translation lost (docs/MODEL.md "Queries in 16 languages")."""
+
+    ARRAYS = ("fc_w", "fc_b", "mlp1_w", "mlp1_b", "mlp2_w", "mlp2_b", "mem_basis", "mem_codes", "mem_scale")
 
     def __init__(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         t = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()}
@@ -297,8 +221,15 @@ class MultilingualHead:
         self.meta = meta
         self.model_id: str = meta["model_id"]
         self.out_dim = int(self.fc_w.shape[0])
-
-    ARRAYS = ("fc_w", "fc_b", "mlp1_w", "mlp1_b", "mlp2_w", "mlp2_b")
+        self.memory: tuple[torch.Tensor, torch.Tensor] | None = None
+        if "mem_codes" in t:
+            # (out_dim, r) basis and (n, r) float32 keys: ~18 MB for 35K captions, which saves
+            # converting the int8 codes on every query
+            self.memory = (t["mem_basis"], t["mem_codes"] * t["mem_scale"][:, None])
+            opts = meta.get("memory", {})
+            self.mem_k = int(opts.get("k", 16))
+            self.mem_tau = float(opts.get("tau", 0.05))
+            self.mem_weight = float(opts.get("weight", 0.5))
 
     @classmethod
     def read(cls, path: Path) -> MultilingualHead:
@@ -311,11 +242,14 @@ class MultilingualHead:
 
     @staticmethod
     def write(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """Atomic write; float arrays stored as float16."""
+        """Atomic write; float arrays stored as float16, integer ones (the codes) as they are."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        stored = {k: np.asarray(v, np.float16) for k, v in arrays.items()}
+        stored = {
+            k: np.asarray(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else np.asarray(v, np.float16)
+            for k, v in arrays.items()
+        }
         np.savez(tmp, meta=np.array(json.dumps({**meta, "format": HEAD_FORMAT})), **stored)
         tmp.replace(path)
 
@@ -325,7 +259,15 @@ class MultilingualHead:
         if self.mlp is not None:
             w1, b1, w2, b2 = self.mlp
             y = y + F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2)
-        return F.normalize(y, dim=-1)
+        y = F.normalize(y, dim=-1)
+        if self.memory is None or len(y) == 0:
+            return y
+        basis, keys = self.memory
+        sims = (y @ basis) @ keys.T
+        top = sims.topk(min(self.mem_k, len(keys)), dim=1)
+        w = torch.softmax(top.values / self.mem_tau, dim=1)
+        pulled = torch.einsum("qk,qkr->qr", w, keys[top.indices]) @ basis.T
+        return F.normalize(y + self.mem_weight * F.normalize(pulled, dim=-1), dim=-1)
 
 
 class MultilingualTextTower:
@@ -360,7 +302,34 @@ class MultilingualTextTower:
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.head(torch.from_numpy(self.encoder.encode(list(texts))))
+        texts = list(texts)
+        if len(texts) > _QUERY_TEXTS:
+            return self.head(torch.from_numpy(self.encoder.encode(texts)))
+        with one_torch_thread():
+            return self.head(torch.from_numpy(self.encoder.encode(texts)))
+
+
+# A search query is a handful of texts: matrices of ~15 rows, where a second intra-op thread
+# only waits. On a busy 2-core machine torch's default 2 threads made a Chinese query cost
+# 111 ms p50 / 343 ms p99 against 16 / 34 ms on one (training.multilingual bench), the same
+# oversubscription that makes the package's own USE().encode([q]) slow.
+_QUERY_TEXTS = 8
+_THREADS_LOCK = threading.Lock()
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one intra-op thread for the block (a process-wide setting: restored after,
+    and serialised so two queries cannot restore each other's value)."""
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        if before != 1:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if before != 1:
+                torch.set_num_threads(before)
 
 
 def load_multilingual_tower(

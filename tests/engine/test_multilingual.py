@@ -116,9 +116,27 @@ def head_arrays(out_dim: int, mlp: bool, seed: int = 0) -> dict[str, np.ndarray]
     return a
 
 
-def naive_head(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """The head written out: fc(x) [+ W2 gelu(W1 x + b1) + b2], unit length, from fp16 weights."""
-    a = {k: v.astype(np.float16).astype(np.float64) for k, v in arrays.items()}
+def memory_arrays(out_dim: int, n: int = 40, rank: int = 6, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((out_dim, rank)))
+    return {
+        "mem_basis": basis.astype(np.float32),
+        "mem_codes": rng.integers(-127, 128, (n, rank)).astype(np.int8),
+        "mem_scale": rng.uniform(0.002, 0.01, n).astype(np.float32),
+    }
+
+
+MEMORY = {"k": 4, "tau": 0.05, "weight": 0.5}
+
+
+def naive_head(arrays: dict[str, np.ndarray], x: np.ndarray, memory: dict = MEMORY) -> np.ndarray:
+    """The head written out: y = unit(fc(x) [+ W2 gelu(W1 x + b1) + b2]) from fp16 weights;
+    with a caption memory, the k keys (int8 code x row scale) of highest (basis^T y) . key,
+    softmax(score / tau) weights, m = unit(basis @ weighted mean), unit(y + weight * m)."""
+    a = {
+        k: (v.astype(np.float64) if np.issubdtype(v.dtype, np.integer) else v.astype(np.float16).astype(np.float64))
+        for k, v in arrays.items()
+    }
     out = []
     for row in x.astype(np.float64):
         y = a["fc_w"] @ row + a["fc_b"]
@@ -126,27 +144,48 @@ def naive_head(arrays: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
             h = a["mlp1_w"] @ row + a["mlp1_b"]
             h = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in h])
             y = y + a["mlp2_w"] @ h + a["mlp2_b"]
-        out.append(y / np.linalg.norm(y))
+        y = y / np.linalg.norm(y)
+        if "mem_codes" in a:
+            keys = [a["mem_codes"][j] * a["mem_scale"][j] for j in range(len(a["mem_codes"]))]
+            projected = a["mem_basis"].T @ y
+            scores = [float(projected @ key) for key in keys]
+            best = sorted(range(len(keys)), key=lambda j: -scores[j])[: memory["k"]]
+            e = [math.exp(scores[j] / memory["tau"]) for j in best]
+            mean = sum(w / sum(e) * keys[j] for w, j in zip(e, best, strict=True))
+            m = a["mem_basis"] @ mean
+            y = y + memory["weight"] * m / np.linalg.norm(m)
+            y = y / np.linalg.norm(y)
+        out.append(y)
     return np.array(out)
 
 
 def write_head(path, model_id: str, arrays, encoder_sha: str | None = None) -> None:
     sha = encoder_sha or ml.use_record()["sha256"]
-    MultilingualHead.write(path, arrays, {"model_id": model_id, "encoder": {"package": ml.USE_PACKAGE, "sha256": sha}})
+    meta = {"model_id": model_id, "encoder": {"package": ml.USE_PACKAGE, "sha256": sha}}
+    if "mem_codes" in arrays:
+        meta["memory"] = MEMORY
+    MultilingualHead.write(path, arrays, meta)
 
 
 @pytest.mark.parametrize("mlp", [False, True])
-def test_head_round_trips_and_computes_the_written_out_formula(tmp_path, mlp):
-    arrays = head_arrays(DIM, mlp)
+@pytest.mark.parametrize("memory", [False, True])
+def test_head_round_trips_and_computes_the_written_out_formula(tmp_path, mlp, memory):
+    arrays = head_arrays(DIM, mlp) | (memory_arrays(DIM) if memory else {})
     path = tmp_path / "head.npz"
     write_head(path, "vse-x", arrays)
     with np.load(path, allow_pickle=False) as z:  # plain arrays only: no pickles
         assert json.loads(str(z["meta"]))["format"] == ml.HEAD_FORMAT
+        if memory:  # the codes stay int8 on disk
+            assert z["mem_codes"].dtype == np.int8 and z["mem_basis"].dtype == np.float16
     head = MultilingualHead.read(path)
     assert head.model_id == "vse-x" and head.out_dim == DIM
-    x = FakeUSE().encode(["一只狗", "un perro", "ein Hund"])
+    x = FakeUSE().encode(["一只狗", "un perro", "ein Hund", "狗", "собака"])
     got = head(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(got, naive_head(arrays, x), atol=1e-5)
+    want = naive_head(arrays, x)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    if memory:  # the memory moved the vectors (else this test could not tell it ran)
+        plain = naive_head({k: v for k, v in arrays.items() if not k.startswith("mem_")}, x)
+        assert np.abs(plain - want).max() > 0.05
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +197,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("ml")
     ckpt = root / "m.pt"
     model_id = save_checkpoint(ckpt, model)
-    arrays = head_arrays(DIM, mlp=True, seed=3)
+    arrays = head_arrays(DIM, mlp=True, seed=3) | memory_arrays(DIM)  # the shipped head's parts
     head_path = root / "head.npz"
     write_head(head_path, model_id, arrays)
     return {"ckpt": ckpt, "model_id": model_id, "arrays": arrays, "head": head_path, "model": model}
