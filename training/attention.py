@@ -158,18 +158,21 @@ def attention_matrix(module: CrossAttention, b: Bundle, direction: str, chunk: i
 
 
 def reranked_metrics(glob: np.ndarray, att: np.ndarray, alpha: float, k: int,
-                     caption_image: np.ndarray) -> dict[str, Any]:
+                     caption_image: np.ndarray,
+                     orders: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """R@K both directions when each query's top `k` by the global score is re-ordered by
-    global + alpha * attention (everything below the top k keeps its global order)."""
+    global + alpha * attention (everything below the top k keeps its global order). `orders`:
+    the global argsorts (per caption over images, per image over captions), when reused."""
+    by_caption, by_image = orders or global_orders(glob)
     comb = glob + alpha * att
     lift = float(np.abs(glob).max() + np.abs(comb).max() + 10.0)  # keeps the top k above the rest
     # text -> image: per caption (column), its top k images
-    top_i = np.argsort(-glob, axis=0, kind="stable")[:k]
+    top_i = by_caption[:k]
     s_t2i = glob.copy()
     cols = np.arange(glob.shape[1])[None, :]
     s_t2i[top_i, cols] = comb[top_i, cols] + lift
     # image -> text: per image (row), its top k captions
-    top_t = np.argsort(-glob, axis=1, kind="stable")[:, :k]
+    top_t = by_image[:, :k]
     s_i2t = glob.copy()
     rows = np.arange(glob.shape[0])[:, None]
     s_i2t[rows, top_t] = comb[rows, top_t] + lift
@@ -177,6 +180,11 @@ def reranked_metrics(glob: np.ndarray, att: np.ndarray, alpha: float, k: int,
     t2i = retrieval_metrics(s_t2i, caption_image)["t2i"]
     rsum = sum(i2t[r] + t2i[r] for r in ("r1", "r5", "r10"))
     return {"i2t": i2t, "t2i": t2i, "rsum": float(rsum)}
+
+
+def global_orders(glob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best-first image order per caption (column) and caption order per image (row)."""
+    return np.argsort(-glob, axis=0, kind="stable"), np.argsort(-glob, axis=1, kind="stable")
 
 
 def sweep(module: CrossAttention, b: Bundle, ks: tuple[int, ...] = KS,
@@ -187,26 +195,33 @@ def sweep(module: CrossAttention, b: Bundle, ks: tuple[int, ...] = KS,
     mats = {d: attention_matrix(module, b, d, int8=int8) for d in ("t2i", "i2t")}
     mats["both"] = (mats["t2i"] + mats["i2t"]) / 2
     rows = []
+    orders = global_orders(glob)
     for d, att in mats.items():
         for k in ks:
             for a in alphas:
-                m = reranked_metrics(glob, att, a, k, b.caption_image)
+                m = reranked_metrics(glob, att, a, k, b.caption_image, orders)
                 rows.append({"direction": d, "k": k, "alpha": a, "rsum": m["rsum"], "i2t": m["i2t"], "t2i": m["t2i"]})
     k_main = module.config.k if module.config.k in ks else max(ks)
     best = max((r for r in rows if r["k"] == k_main), key=lambda r: r["rsum"])
+    alone = {d: retrieval_metrics(att, b.caption_image)["rsum"] for d, att in mats.items()}
     return {"global": {"rsum": base["rsum"], "i2t": base["i2t"], "t2i": base["t2i"]},
-            "best": best, "rows": rows}
+            "best": best, "attention_alone_rsum": alone, "rows": rows}
 
 
 # ---------------------------------------------------------------- training
 
 
 def train_attention(train: Bundle, val: Bundle, config: AttentionConfig, epochs: int, batch_size: int,
-                    lr: float, margin: float, seed: int, max_minutes: float) -> tuple[CrossAttention, dict]:
-    """Train the projections; keep the epoch with the best val rsum (re-ranked top K)."""
+                    lr: float, margin: float, seed: int, max_minutes: float,
+                    global_weight: float = 1.0, init: Path | None = None) -> tuple[CrossAttention, dict]:
+    """Train the projections; keep the epoch with the best val rsum (re-ranked top K).
+    The loss is on global_weight * global + alpha * attention: 1 trains attention on what the
+    global score gets wrong, 0 trains it alone (SCAN's own objective) and combines afterwards."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     module = CrossAttention(config)
+    if init is not None:  # continue from saved weights (same shapes)
+        module.load_state_dict(load_attention(init)[0].state_dict())
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     # the existing VSE++ MH loss takes embeddings and scores them as im @ s.T; feeding the
     # combined score matrix against the identity makes it the loss of those scores
@@ -230,7 +245,7 @@ def train_attention(train: Bundle, val: Bundle, config: AttentionConfig, epochs:
             caps = [int(rng.choice(by_image[int(i)])) for i in ims]
             states, mask = train.states(caps)
             regions = module.regions(torch.from_numpy(train.regions[ims].astype(np.float32)))
-            glob = img_t[ims] @ txt_t[caps].T
+            glob = global_weight * (img_t[ims] @ txt_t[caps].T)
             scores = module.combined(glob, module.words(states), mask, regions)
             loss = loss_fn(scores, torch.eye(len(ims)))
             opt.zero_grad()
@@ -343,7 +358,7 @@ def run_train(args: argparse.Namespace) -> int:
     train, val = Bundle.load(args.train), Bundle.load(args.val)
     config = _config(args, train)
     module, report = train_attention(train, val, config, args.epochs, args.batch_size, args.lr, args.margin,
-                                     args.seed, args.max_minutes)
+                                     args.seed, args.max_minutes, args.global_weight, args.init)
     res = sweep(module, val)
     best = res["best"]
     # the chosen scoring goes with the weights: direction and alpha picked on val
@@ -367,7 +382,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         res = sweep(module, val, int8=form == "int8")
         chosen = [r for r in res["rows"] if r["direction"] == module.config.direction
                   and r["alpha"] == module.config.alpha]
-        out[form] = {"global": res["global"], "chosen": chosen, "best": res["best"]}
+        out[form] = {"global": res["global"], "chosen": chosen, "best": res["best"],
+                     "attention_alone_rsum": res["attention_alone_rsum"]}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str))
     for form, r in out.items():
@@ -417,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lambda-lse", type=float, default=6.0)
     p.add_argument("--direction", choices=("t2i", "i2t", "both"), default="both", help="trained score")
     p.add_argument("--alpha-train", type=float, default=1.0)
+    p.add_argument("--global-weight", type=float, default=1.0,
+                   help="weight of the fixed global score in the training loss (0: attention alone)")
     p.add_argument("--k", type=int, default=100)
+    p.add_argument("--init", type=Path, help="start from these attention weights")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -440,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    for name in ("train", "val", "weights"):
+    for name in ("train", "val", "weights", "init"):
         path = getattr(args, name, None)
         if path is not None and not Path(path).exists():
             print(f"error: {path} does not exist", file=sys.stderr)
