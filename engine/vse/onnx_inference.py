@@ -296,7 +296,7 @@ class MiniLMTokens:
 
 def _multilingual_tower(model_id: str, embed_dim: int, caption_bank_path: Path | None) -> Any:
     """VSEEmbedder's tower for non-English queries, when a head for this model is installed.
-    Only then is torch imported (the tower runs in torch); its head names the model it maps
+    Torch is imported only when a text needs the tower (LazyMultilingualTower); its head names the model it maps
     into, read here with numpy first so that a head for another model costs nothing."""
     head = settings.MULTILINGUAL_HEAD
     if not head.is_file():
@@ -310,9 +310,54 @@ def _multilingual_tower(model_id: str, embed_dim: int, caption_bank_path: Path |
     if head_model != model_id:
         log.info("multilingual head %s is for model %s, not %s: ignored", head, head_model, model_id)
         return None
-    from engine.vse.multilingual import load_multilingual_tower
+    return LazyMultilingualTower(head, model_id, embed_dim, caption_bank_path)
 
-    return load_multilingual_tower(head, model_id, embed_dim, caption_bank_path)
+
+class LazyMultilingualTower:
+    """The multilingual tower, loaded on the first text that needs it. Loading it imports torch
+    and USE (~700 MB, seconds), which English-only sessions (indexing, status, English search)
+    must not pay for; routing is torch-free (engine/vse/routing.py). If the tower then refuses
+    to load (USE missing or changed), every text goes to the English tower, as without a head."""
+
+    def __init__(self, head: Path, model_id: str, embed_dim: int, lexicon_path: Path | None) -> None:
+        from engine.vse.routing import CaptionLexicon
+
+        self._args = (head, model_id, embed_dim, lexicon_path)
+        self.english_lexicon = CaptionLexicon(lexicon_path) if lexicon_path and lexicon_path.is_file() else None
+        self._tower: Any = None
+        self._unavailable = False
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._tower is not None
+
+    def load(self) -> Any:
+        """The real MultilingualTextTower, or None when it cannot load (logged once)."""
+        with self._lock:
+            if self._tower is None and not self._unavailable:
+                from engine.vse.multilingual import load_multilingual_tower
+
+                self._tower = load_multilingual_tower(*self._args)
+                self._unavailable = self._tower is None
+            return self._tower
+
+    def needs(self, text: str) -> bool:
+        from engine.vse.routing import needs_multilingual
+
+        return not self._unavailable and needs_multilingual(text, self.english_lexicon)
+
+    def warm_up(self) -> None:
+        tower = self.load()
+        if tower is not None:
+            tower.warm_up()
+
+    def __getattr__(self, name: str) -> Any:
+        # anything else (embed, head, encoder) is the loaded tower's
+        tower = self.load()
+        if tower is None:
+            raise AttributeError(f"the multilingual tower is unavailable ({name})")
+        return getattr(tower, name)
 
 
 # ------------------------------------------------------------------ the embedder
@@ -445,6 +490,8 @@ class OnnxEmbedder:
             return np.zeros((0, self.dim), np.float32)
         tower = self.multilingual
         routed = [tower.needs(t) for t in texts] if tower is not None else [False] * len(texts)
+        if any(routed) and tower.load() is None:
+            routed = [False] * len(texts)
         if not any(routed):
             unit = self.embed_unit_texts(texts)
         else:
