@@ -376,6 +376,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     module, _ = load_attention(args.weights)
+    if args.lam is not None:  # score the same weights with another softmax temperature
+        module.config.lambda_softmax = args.lam
     val = Bundle.load(args.val)
     out = {}
     for form in ("float", "int8"):
@@ -448,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", type=Path, required=True)
     p.add_argument("--weights", type=Path, required=True)
     p.add_argument("--json", type=Path)
+    p.add_argument("--lam", type=float, help="override the trained softmax inverse temperature")
     p = sub.add_parser("latency", help="added query latency of re-ranking K candidates")
     p.add_argument("--weights", type=Path, required=True)
     p.add_argument("--photos", type=int, default=100_000)
