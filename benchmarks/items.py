@@ -79,19 +79,26 @@ def decode_prepare_rate(embedder: Embedder, files: list[Path], workers: int) -> 
         embedder.prepare_image(decoded.image)
         return 1
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(workers) as pool:
         done = sum(pool.map(one, files))
+    _LAST_CPU_S["decode"] = time.process_time() - cpu
     return done / (time.perf_counter() - started)
+
+
+# CPU seconds (all threads of this process) of the last decode_prepare_rate / _index_once call:
+# the CPU each photo costs does not depend on how much of the machine other processes take
+_LAST_CPU_S: dict[str, float] = {}
 
 
 def _index_once(embedder: Embedder, photo_dir: Path, lib_dir: Path, n: int) -> float:
     shutil.rmtree(lib_dir, ignore_errors=True)
     with Library.open(lib_dir, embedder) as lib:
         lib.add_folder(photo_dir)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         report = lib.index()
         elapsed = time.perf_counter() - started
+        _LAST_CPU_S["index"] = time.process_time() - cpu
     if report.indexed != n or report.failed:
         raise RuntimeError(f"indexing {photo_dir}: {report.to_json()}")
     shutil.rmtree(lib_dir, ignore_errors=True)
@@ -122,9 +129,11 @@ def bench_indexing(
     workers = decode_workers(embedder)
     pipeline, forward, ratios, reports = [], [], [], []
     decode, torch_pipe = [], []
+    cpu: dict[str, list[float]] = {"index": [], "decode_prepare": [], "torch_pipeline": []}
     lib_dir = work / "libs" / f"index-{label}"
     for rep in range(reps):
         ips = _index_once(embedder, photo_dir, lib_dir, n)
+        cpu["index"].append(1000 * _LAST_CPU_S["index"] / n)
         fwd = forward_rate(embedder, batch, n_batches)
         pipeline.append(ips)
         forward.append(fwd)
@@ -133,9 +142,11 @@ def bench_indexing(
         extra = ""
         if decode_reference:
             decode.append(decode_prepare_rate(embedder, files, workers))
+            cpu["decode_prepare"].append(1000 * _LAST_CPU_S["decode"] / n)
             extra += f", decode+prepare {decode[-1]:.2f} img/s"
         if torch_embedder is not None:
             torch_pipe.append(_index_once(torch_embedder, photo_dir, lib_dir, n))
+            cpu["torch_pipeline"].append(1000 * _LAST_CPU_S["index"] / n)
             extra += f", torch pipeline {torch_pipe[-1]:.2f} img/s"
         log.info("indexing %s rep %d: %.2f img/s, forward %.2f img/s, ratio %.3f%s",
                  label, rep, ips, fwd, ips / fwd, extra)
@@ -157,7 +168,12 @@ def bench_indexing(
         "batch_size": len(batch),
         "torch_threads": torch.get_num_threads(),
     }
+    # CPU ms per photo (process time, all threads): what each pass costs whatever the load; on
+    # an otherwise idle machine the rate ratio tends to the inverse ratio of these
+    out["cpu_ms_per_photo"] = {k: round(statistics.median(v), 2) for k, v in cpu.items() if v}
     if decode:
+        out["cpu_bound_vs_decode_prepare"] = round(
+            statistics.median(cpu["decode_prepare"]) / statistics.median(cpu["index"]), 3)
         out["decode_prepare_images_per_s"] = round(statistics.median(decode), 3)
         out["per_rep_decode_prepare_images_per_s"] = [round(x, 3) for x in decode]
         out["vs_decode_prepare"] = round(statistics.median(

@@ -252,6 +252,11 @@ def issue13_rows(results: dict[str, object]) -> list[tuple[str, str, str]]:
                      f">= 0.85 {_verdict(mp['vs_decode_prepare'], 0.85, True)}"))
         rows.append(("12 MP indexing / decode+prepare images/s",
                      f"{_fmt(mp['images_per_s'])} / {_fmt(mp['decode_prepare_images_per_s'])}", ""))
+    if "cpu_bound_vs_decode_prepare" in mp:
+        c = mp["cpu_ms_per_photo"]
+        rows.append(("12 MP CPU ms/photo: indexing / decode+prepare",
+                     f"{_fmt(c['index'])} / {_fmt(c['decode_prepare'])}",
+                     f"bound {_fmt(mp['cpu_bound_vs_decode_prepare'])}"))
     if "vs_torch_pipeline" in mp:
         rows.append(("12 MP indexing vs torch pipeline", f"{_fmt(mp['vs_torch_pipeline'])}x",
                      f">= 2.5x {_verdict(mp['vs_torch_pipeline'], 2.5, True)}"))

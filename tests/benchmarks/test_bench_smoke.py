@@ -58,6 +58,8 @@ def test_smoke_run_writes_every_key(tmp_path, monkeypatch):
     assert 0 < txt["shipped_ms"]["p50"] <= txt["shipped_ms"]["p99"] and txt["queries"] == 5
     mp = out["indexing"]["12mp"]
     assert mp["vs_decode_prepare"] > 0 and mp["vs_torch_pipeline"] > 0
+    assert set(mp["cpu_ms_per_photo"]) == {"index", "decode_prepare", "torch_pipeline"}
+    assert mp["cpu_bound_vs_decode_prepare"] > 0
     assert out["indexing"]["sample"]["decode_prepare_images_per_s"] > 0
     modes = out["decode_modes"]["12mp"]
     assert modes["full_decode_ms"] > 0 and modes["with_preview_ge_256px"] == 0
