@@ -570,12 +570,14 @@ class Library:
             neighbours = None
             if len(ids) > duplicates.EXACT_MAX:
                 row_of = {int(i): r for r, i in enumerate(ids.tolist())}
+                # one batched index query for the whole library (+1: a photo finds itself)
+                labels, scores = index.knn_many(queries, duplicates.NEIGHBOURS + 1)
 
                 def neighbours(r: int) -> list[tuple[int, float]]:
                     return [
-                        (row_of[i], s)
-                        for i, s in index.knn(queries[r], duplicates.NEIGHBOURS)
-                        if i in row_of
+                        (row_of[int(i)], float(s))
+                        for i, s in zip(labels[r], scores[r], strict=True)
+                        if int(i) in row_of
                     ]
 
             found = duplicates.group_indices(queries, thr, neighbours)

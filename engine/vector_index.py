@@ -154,6 +154,28 @@ class VectorIndex:
                 ]
             return []
 
+    def knn_many(
+        self, queries: np.ndarray, k: int, ef: int = 64, num_threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-k of many queries in one hnswlib call: (labels, scores), each
+        (n, k'), best first, k' = min(k, live photos). For whole-library passes (duplicates)
+        where one `knn` call per photo costs milliseconds each; a low ef trades a little
+        recall of far neighbours, which such passes (a threshold near 1) do not need."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        threads = num_threads or max(1, os.cpu_count() or 1)
+        with self._lock:
+            k = min(int(k), len(self._live))
+            while k > 0:
+                self._index.set_ef(max(int(ef), k))
+                try:
+                    labels, dists = self._index.knn_query(queries, k=k, num_threads=threads)
+                except RuntimeError:
+                    k //= 2  # as in knn: too many deleted neighbours for k results
+                    continue
+                return labels.astype(np.int64), (1.0 - dists).astype(np.float32)
+            empty = np.zeros((len(queries), 0))
+            return empty.astype(np.int64), empty.astype(np.float32)
+
     # -- persistence -------------------------------------------------------------------
 
     def save(self, path: Path, generation: int) -> None:

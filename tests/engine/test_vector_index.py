@@ -124,3 +124,21 @@ def test_a_large_index_keeps_its_recall(monkeypatch):
     assert narrow < 0.95, "the graph is too good for this test to show anything"
     monkeypatch.setattr(vi, "EF_PER_COUNT", 2)
     assert _recall_at_10(index, vecs, queries) >= 0.98
+
+
+def test_knn_many_matches_brute_force_and_skips_deleted():
+    rng = np.random.default_rng(3)
+    vectors = l2_normalize(rng.standard_normal((2000, 32)).astype(np.float32))
+    ids = np.arange(10, 2010)
+    index = VectorIndex.build(ids, vectors, 32, "m")
+    index.mark_deleted([10, 11])
+    queries = vectors[:200]
+    labels, scores = index.knn_many(queries, 5, ef=64)
+    assert labels.shape == scores.shape == (200, 5)
+    live = vectors[2:]
+    exact = live @ queries.T  # naive reference over the live photos
+    top = np.argsort(-exact, axis=0)[:5].T + 12
+    hits = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(labels.tolist(), top.tolist(), strict=True)])
+    assert hits >= 0.95
+    assert not np.isin(labels, [10, 11]).any()
+    np.testing.assert_allclose(scores[:, 0], exact[top[:, 0] - 12, np.arange(200)], atol=1e-4)
