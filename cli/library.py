@@ -1,5 +1,5 @@
-"""Library commands: index, search, similar, captions, watch, status, folders, repair,
-remove-folder.
+"""Library commands: index, search, similar, captions, duplicates, watch, status, folders,
+repair, remove-folder.
 
 Every user error is raised as a `PhotosearchError`, which `cli.dispatch` prints as one line
 (exit 2); malformed values (a date, a count) are refused by argparse (exit 2) before anything
