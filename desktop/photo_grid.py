@@ -103,6 +103,7 @@ class PhotoGridModel(QAbstractListModel):
     fold into their first photo unless the group is expanded or grouping is off."""
 
     page_wanted = Signal(int)  # source offset of the next browse page
+    page_appended = Signal()  # a browse page arrived (even one that folded into groups)
 
     def __init__(self, loader: ThumbnailLoader, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -173,6 +174,7 @@ class PhotoGridModel(QAbstractListModel):
             self._rows.extend(rows)
             self._index_rows(first)
             self.endInsertRows()
+        self.page_appended.emit()
 
     def canFetchMore(self, parent: _Index = QModelIndex()) -> bool:  # noqa: B008 - Qt signature
         return (
@@ -286,6 +288,10 @@ class PhotoGridModel(QAbstractListModel):
     def hits(self) -> list[PhotoHit]:
         """The photos shown, in grid order (no divider): what the preview steps through."""
         return [r.hit for r in self._rows if r.hit is not None]
+
+    def photos_not_loaded(self) -> int:
+        """Browse: library photos whose page has not been fetched yet (0 for a search)."""
+        return max(0, self._total - len(self._source)) if self.mode == "browse" else 0
 
     def hit(self, row: int) -> PhotoHit | None:
         r = self.row(row)

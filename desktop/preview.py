@@ -76,11 +76,21 @@ class PreviewPane(QWidget):
     row_changed = Signal(int)
 
     def __init__(
-        self, runner: TaskRunner, hits: Callable[[], list[PhotoHit]], parent: QWidget | None = None
+        self,
+        runner: TaskRunner,
+        hits: Callable[[], list[PhotoHit]],
+        parent: QWidget | None = None,
+        not_loaded: Callable[[], int] = lambda: 0,
+        load_more: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(parent)
         self.runner = runner
         self._hits = hits
+        # browse mode holds the library page by page: the preview counts the photos still
+        # to load and asks for the next page when stepped past the last loaded one
+        self._not_loaded = not_loaded
+        self._load_more = load_more
+        self._pending_row: int | None = None
         self.row = -1
         self._generation = 0
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -118,6 +128,7 @@ class PreviewPane(QWidget):
         hits = self._hits()
         if not 0 <= row < len(hits):
             return
+        self._pending_row = None
         self.row = row
         hit = hits[row]
         self._generation += 1
@@ -128,9 +139,10 @@ class PreviewPane(QWidget):
             f"<b>{html.escape(os.path.basename(hit.path))}</b> &nbsp; {format_date(hit.date)}"
             f"{dims}<br>{html.escape(hit.path)}"
         )
-        self.position.setText(f"{row + 1:,} of {len(hits):,}")
+        count = len(hits) + self._not_loaded()
+        self.position.setText(f"{row + 1:,} of {count:,}")
         self.prev_btn.setEnabled(row > 0)
-        self.next_btn.setEnabled(row < len(hits) - 1)
+        self.next_btn.setEnabled(row < count - 1)
         self.row_changed.emit(row)
         path = hit.path
         self.runner.run_task(
@@ -140,7 +152,18 @@ class PreviewPane(QWidget):
         )
 
     def step(self, delta: int) -> None:
-        self.show_row(self.row + delta)
+        target = self.row + delta
+        if target >= len(self._hits()) and self._not_loaded():
+            self._pending_row = target
+            self.position.setText("Loading\u2026")
+            self._load_more()
+            return
+        self.show_row(target)
+
+    def more_loaded(self) -> None:
+        """A browse page arrived: show the photo the user stepped to, if it is there now."""
+        if self._pending_row is not None and self._pending_row < len(self._hits()):
+            self.show_row(self._pending_row)
 
     def _on_loaded(self, generation: int, img: QImage | None) -> None:
         if generation != self._generation:

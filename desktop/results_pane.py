@@ -61,7 +61,11 @@ class ResultsPane(QWidget):
         self.message.setFont(font)
         self.message.setEnabled(False)  # drawn in the palette's muted text colour
         self.welcome = WelcomePanel()
-        self.preview = PreviewPane(runner, self.model.hits)
+        self.preview = PreviewPane(
+            runner, self.model.hits,
+            not_loaded=self.model.photos_not_loaded, load_more=self.model.fetchMore,
+        )
+        self.model.page_appended.connect(self.preview.more_loaded)
         self.preview.closed.connect(self.close_preview)
         self.preview.row_changed.connect(self.select_row)
         self.pages = QStackedWidget()

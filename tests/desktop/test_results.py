@@ -214,3 +214,31 @@ def test_sort_control_follows_a_switch_to_the_dark_theme(qtbot, qapp):
         assert date_button_brightness() < 120
     finally:
         qapp.setPalette(light)
+
+
+def test_preview_in_browse_steps_past_the_loaded_page_into_the_next(qtbot):
+    from desktop.preview import PreviewPane
+    from desktop.tasks import TaskRunner
+
+    model = PhotoGridModel(ThumbnailLoader())
+    model.set_browse(1000, [hit(i, 0) for i in range(400)])
+    runner = TaskRunner()
+    preview = PreviewPane(runner, model.hits, not_loaded=model.photos_not_loaded,
+                          load_more=model.fetchMore)
+    qtbot.addWidget(preview)
+    model.page_appended.connect(preview.more_loaded)
+    wanted: list[int] = []
+    model.page_wanted.connect(wanted.append)
+    preview.show_row(399)
+    # the count is the library's, not the loaded page's, and Next stays on at the page's end
+    assert preview.position.text() == "400 of 1,000" and preview.next_btn.isEnabled()
+    preview.step(1)
+    assert wanted == [400] and preview.row == 399  # waits for the page, does not wrap or stop
+    model.append_page(400, [hit(i, 0) for i in range(400, 800)])
+    assert preview.row == 400 and preview.position.text() == "401 of 1,000"
+    assert preview.caption.text().count("400.jpg") == 2  # name and path
+    # a search has no pages to load: the last hit is the end
+    model.set_hits([hit(i) for i in range(3)], confident=3)
+    preview.show_row(2)
+    assert preview.position.text() == "3 of 3" and not preview.next_btn.isEnabled()
+    runner.pool.waitForDone(5000)
