@@ -503,3 +503,24 @@ def test_cuda_device_without_onnxruntime_gpu_goes_to_torch(tiny, onnx_env, provi
     providers(["CUDAExecutionProvider", "CPUExecutionProvider"])
     emb = _load_onnx(path, "cuda", None)
     assert isinstance(emb, OnnxEmbedder) and emb.cuda
+
+
+def test_bank_softmax_one_row_and_many_agree_with_a_naive_reference():
+    import math
+
+    from engine.vse.onnx_inference import bank_softmax
+
+    rng = np.random.default_rng(5)
+    bank = rng.standard_normal((300, 16)).astype(np.float32)
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    beta = 7.0
+
+    def naive(row):
+        sims = [beta * float(np.dot(row, b)) for b in bank]
+        top = max(sims)
+        return (top + math.log(sum(math.exp(s - top) for s in sims) / len(bank))) / beta
+
+    many = bank_softmax(x, bank, beta)
+    ones = np.concatenate([bank_softmax(x[i : i + 1], bank, beta) for i in range(4)])
+    np.testing.assert_allclose(many, [naive(r) for r in x], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ones, many, rtol=1e-5, atol=1e-5)
