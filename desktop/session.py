@@ -26,6 +26,7 @@ lists and strings.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -247,6 +248,12 @@ class LibrarySession(QObject):
         self.last_request: SearchRequest | None = None
         self.last_result: SearchResult | None = None
         self._closed = False
+        # Committed queries wait here for a worker to store them. A caption lookup stores them
+        # first, so a query the user just entered is among the suggestions; the list lock is
+        # held only to swap the list (the GUI thread takes it), the write lock over the writes.
+        self._to_remember: list[str] = []
+        self._remember_list_lock = threading.Lock()
+        self._remember_write_lock = threading.Lock()
         self._watch: WatchBridge | None = None
         self._index_run: IndexRun | None = None
         self._index_task: Task[IndexReport] | None = None
@@ -605,7 +612,17 @@ class LibrarySession(QObject):
         suggestions; search-as-you-type would otherwise store every half-typed prefix."""
         library = self.library
         if query and library is not None:
-            self.runner.run_task("remember-query", lambda _task: library.remember_query(query))
+            with self._remember_list_lock:
+                self._to_remember.append(query)
+            self.runner.run_task("remember-query", lambda _task: self._store_remembered(library))
+
+    def _store_remembered(self, library: Library) -> None:
+        """Worker side: store every committed query not stored yet (in the order entered)."""
+        with self._remember_write_lock:
+            with self._remember_list_lock:
+                queries, self._to_remember = self._to_remember, []
+            for query in queries:
+                library.remember_query(query)
 
     # -- near-duplicates -------------------------------------------------------------------
 
@@ -646,9 +663,13 @@ class LibrarySession(QObject):
         library = self.library
         if library is None:
             return
+        def lookup(_task: Task[Any]) -> Any:
+            self._store_remembered(library)
+            return library.similar_captions(path, top_k=top_k)
+
         self.runner.run_task(
             "captions",
-            lambda _task: library.similar_captions(path, top_k=top_k),
+            lookup,
             on_result=self._live(lambda hits: self.captions_ready.emit(path, hits)),
             on_error=self._live(lambda message: self.captions_failed.emit(path, message)),
         )

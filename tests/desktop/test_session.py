@@ -369,3 +369,39 @@ def test_with_the_bank_shipped_captions_are_one_lookup_and_no_preparation(qtbot,
     assert lib.prepared == 0
     assert not events.named("captions_progress") and not events.named("caption_bank_progress")
     session.shutdown()
+
+
+def test_a_query_entered_just_before_captions_is_among_them(qtbot, tmp_path):
+    """Enter stores the query on a worker; a caption lookup right after must not overtake it
+    (it did under load: the panel then missed the query the user had just typed)."""
+    stored: list[str] = []
+    order: list[str] = []
+
+    class Lib:
+        def caption_bank_ready(self) -> bool:
+            return True
+
+        def remember_query(self, query: str) -> None:
+            threading.Event().wait(0.3)  # a slow write, as on a busy disk
+            stored.append(query)
+            order.append("stored")
+
+        def similar_captions(self, path: str, top_k: int) -> list[str]:
+            order.append("looked up")
+            return list(reversed(stored))
+
+        def close(self) -> None:
+            pass
+
+    session = LibrarySession(tmp_path / "unused", fake_factory, watch=False)
+    events = record(session)
+    session.library = Lib()  # type: ignore[assignment]
+    session._check_bank()
+    qtbot.waitUntil(lambda: session._bank_ready, timeout=3000)
+    session.remember_query("red")
+    session.remember_query("green")
+    session.find_captions("/p.jpg")
+    qtbot.waitUntil(lambda: bool(events.named("captions_ready")), timeout=5000)
+    assert events.named("captions_ready")[0][1] == ["green", "red"]
+    assert order.index("looked up") > order.index("stored") and stored == ["red", "green"]
+    session.shutdown()
