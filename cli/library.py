@@ -304,8 +304,8 @@ def _print_hits(result: Any, as_json: bool, filters_note: str | None = None) -> 
     if not result.hits:
         _print(filters_note or "no photos found")
         return
-    confident = getattr(result, "confident", len(result.hits))
-    by_date = getattr(result, "sort", "relevance") == "date"
+    confident = result.confident
+    by_date = result.sort == "date"
     if result.weak:
         _print(
             f"no good match (best score {result.best_score:.3f} < {result.threshold:.3f}); "
@@ -318,7 +318,7 @@ def _print_hits(result: Any, as_json: bool, filters_note: str | None = None) -> 
         if i == confident and i > 0:
             _print("--- Less likely ---")
         offline = "  (offline)" if hit.status == "offline" else ""
-        stars = "*" * getattr(hit, "strength", 0)  # 3 strong, 2 good, 1 weak
+        stars = "*" * hit.strength  # 3 strong, 2 good, 1 weak
         when = (f"{hit.date:%Y-%m-%d}  " if hit.date else " " * 12) if by_date else ""
         _print(f"{hit.score:7.3f}  {stars:3}  {when}{hit.path}{offline}")
 
@@ -390,7 +390,7 @@ def cmd_captions(args: argparse.Namespace) -> int:
             _print("no captions to suggest yet (search a few times, or use a model with a caption bank)")
         else:
             for hit in hits:  # stars: 3 strong, 2 good, 1 weak (--json keeps the raw score)
-                _print(f"{hit.score:7.3f}  {'*' * getattr(hit, 'strength', 0):3}  {hit.caption}")
+                _print(f"{hit.score:7.3f}  {'*' * hit.strength:3}  {hit.caption}")
     finally:
         lib.close()
     return 0

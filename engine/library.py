@@ -198,6 +198,8 @@ class Library:
             self.thumbs_dir = self.library_dir / THUMBS_DIR
             self.index_path = self.library_dir / INDEX_FILE
             self.searcher = SearchService(self.catalog)
+            # duplicate groups, kept until the library or the model changes: (key, groups)
+            self._duplicates: tuple[tuple[str, int, float], list[DuplicateGroup]] | None = None
             self._check_model(embedder, reembed)
             self._active: tuple[Embedder, VectorIndex] = (embedder, self._load_index(embedder))
             self._import_caption_bank(embedder)
@@ -560,7 +562,7 @@ class Library:
         embedder, index = self._active
         thr = duplicates.threshold_for(embedder) if threshold is None else float(threshold)
         key = (embedder.model_id, self.catalog.generation, thr)
-        cached = getattr(self, "_duplicates", None)
+        cached = self._duplicates
         if cached is not None and cached[0] == key:
             return [DuplicateGroup(list(g.paths)) for g in cached[1]]
         ids, vecs = self.catalog.indexable_vectors(embedder.model_id)
