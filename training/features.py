@@ -55,14 +55,22 @@ class _GridAndStages(torch.nn.Module):
 
 
 class _Until(torch.nn.Module):
-    """The activation entering the last `tuned_blocks` blocks (`extract_tail_inputs`)."""
+    """The activations entering the last `n` blocks, for each `n` in `depths`
+    (`extract_tail_inputs`): one pass of the frozen part serves several depths."""
 
-    def __init__(self, net: Backbone, tuned_blocks: int) -> None:
+    def __init__(self, net: Backbone, depths: Sequence[int]) -> None:
         super().__init__()
-        self.net, self.tuned_blocks = net, tuned_blocks
+        self.net, self.depths = net, tuple(depths)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_until(x, self.tuned_blocks)[0]
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        blocks = self.net.blocks
+        deepest = max(self.depths)
+        x = self.net.forward_until(x, deepest)[0]
+        outs = {deepest: x}
+        for i in range(len(blocks) - deepest, len(blocks) - min(self.depths)):
+            x = blocks[i](x)
+            outs[len(blocks) - i - 1] = x
+        return tuple(outs[n] for n in self.depths)
 
 
 def _torch_runner(module: torch.nn.Module) -> Runner:
@@ -231,7 +239,7 @@ def extract_tail_inputs(
     backbone_name: str,
     image_paths: Sequence[Path],
     out_dir: Path,
-    tuned_blocks: int,
+    tuned_blocks: int | Sequence[int],
     views: Sequence[str] = ("orig",),
     batch_size: int = 32,
     size: int = 224,
@@ -240,32 +248,45 @@ def extract_tail_inputs(
 ) -> dict[str, object]:
     """For training the last `tuned_blocks` backbone blocks on cached inputs: store the
     activation entering them, `pre<k>_<view>.npy` (N, C, 7, 7) fp16. The frozen mid-stage maps
-    come from `stages_<view>.npy` (see `extract`)."""
+    come from `stages_<view>.npy` (see `extract`). Several depths (`tuned_blocks=[1, 2]`) are
+    stored from one pass over the images, each exactly as a pass for that depth alone would."""
+    depths = sorted({tuned_blocks} if isinstance(tuned_blocks, int) else set(tuned_blocks))
+    if not depths or min(depths) < 1:
+        raise ValueError(f"tuned_blocks {tuned_blocks!r}: need depths >= 1")
     torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "images.json").write_text(json.dumps([p.name for p in image_paths]))
     net = build_backbone(backbone_name).eval()
     n = len(image_paths)
-    with torch.no_grad():
-        shape = net.forward_until(torch.zeros(1, 3, size, size), tuned_blocks)[0].shape
     tmp = tempfile.TemporaryDirectory(prefix="photosearch-features-")
-    runner = _Runner(_Until(net, tuned_blocks), size, threads, runtime, Path(tmp.name))
+    runner: _Runner | None = None
     for view in views:
-        tag = f"pre{tuned_blocks}_{view}"
-        if (out_dir / f"done_{tag}").exists():
-            log.info("%s %s already cached", out_dir, tag)
+        todo = [k for k in depths if not (out_dir / f"done_pre{k}_{view}").exists()]
+        for k in sorted(set(depths) - set(todo)):
+            log.info("%s pre%d_%s already cached", out_dir, k, view)
+        if not todo:
             continue
-        pre = np.lib.format.open_memmap(
-            out_dir / f"{tag}.npy", mode="w+", dtype=np.float16, shape=(n, *shape[1:])
-        )
+        if runner is None or tuple(todo) != runner.module.depths:  # type: ignore[union-attr]
+            runner = _Runner(_Until(net, todo), size, threads, runtime, Path(tmp.name))
+        with torch.no_grad():
+            shapes = [a.shape for a in runner.module(torch.zeros(1, 3, size, size))]
+        pres = [
+            np.lib.format.open_memmap(out_dir / f"pre{k}_{view}.npy", mode="w+", dtype=np.float16,
+                                      shape=(n, *shape[1:]))
+            for k, shape in zip(todo, shapes, strict=True)
+        ]
         t0 = time.time()
-        label = f"{out_dir.name} {tag}"
+        label = f"{out_dir.name} {'+'.join(f'pre{k}' for k in todo)}_{view}"
         for start, x in _view_batches(image_paths, view, size, net.mean, net.std, batch_size, label):
-            pre[start : start + len(x)] = runner(x)[0].astype(np.float16)
-        pre.flush()
-        del pre
-        (out_dir / f"done_{tag}").write_text(json.dumps(
-            {"seconds": time.time() - t0, "runtime": runner.runtime, "check": runner.check}))
+            for pre, a in zip(pres, runner(x), strict=True):
+                pre[start : start + len(x)] = a.astype(np.float16)
+        for k, pre in zip(todo, pres, strict=True):
+            pre.flush()
+            (out_dir / f"done_pre{k}_{view}").write_text(json.dumps(
+                {"seconds": time.time() - t0, "runtime": runner.runtime, "check": runner.check}))
+        del pres
+    if runner is None:  # everything was cached already
+        return {"runtime": "torch", "check": {}}
     return {"runtime": runner.runtime, "check": runner.check}
 
 

@@ -55,6 +55,35 @@ def test_onnx_features_match_torch(photos, tmp_path):
     assert ref_tail["runtime"] == "torch"
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_several_tail_depths_from_one_pass(photos, tmp_path, runtime):
+    """--tuned-blocks 1 and 2 read the same files whether their inputs were cached in one pass
+    over the images or one pass per depth; a depth already cached is not recomputed."""
+    both = features.extract_tail_inputs("efficientnet-lite0", photos, tmp_path / "both", [2, 1],
+                                        ["orig", "flip"], batch_size=2, size=64, runtime=runtime)
+    assert both["runtime"] == runtime
+    for k in (1, 2):
+        one = tmp_path / f"only{k}"
+        features.extract_tail_inputs("efficientnet-lite0", photos, one, k, ["orig", "flip"],
+                                     batch_size=2, size=64, runtime=runtime)
+        for view in ("orig", "flip"):
+            a = np.asarray(features.load_tail_inputs(tmp_path / "both", view, k), np.float32)
+            b = np.asarray(features.load_tail_inputs(one, view, k), np.float32)
+            assert a.shape == b.shape and a.shape[0] == len(photos)
+            if runtime == "torch":
+                np.testing.assert_array_equal(a, b)
+            else:  # two exported graphs: equal to the fp16 storage step
+                np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
+    stamp = (tmp_path / "both" / "pre1_orig.npy").stat().st_mtime_ns
+    again = features.extract_tail_inputs("efficientnet-lite0", photos, tmp_path / "both", [1, 2], ["orig"],
+                                         batch_size=2, size=64, runtime=runtime)
+    assert again == {"runtime": "torch", "check": {}}
+    assert (tmp_path / "both" / "pre1_orig.npy").stat().st_mtime_ns == stamp
+    # the two depths differ (the second is one block further into the network)
+    assert not np.array_equal(np.asarray(features.load_tail_inputs(tmp_path / "both", "orig", 1)),
+                              np.asarray(features.load_tail_inputs(tmp_path / "both", "orig", 2)))
+
+
 @pytest.mark.parametrize("failure", ["export", "disagrees"])
 def test_features_fall_back_to_torch(photos, tmp_path, monkeypatch, caplog, failure):
     real = features._onnx_runner
