@@ -156,17 +156,17 @@ def register(subparsers: Any) -> None:
 
 def recipe_from_args(args: argparse.Namespace, loss: str | None = None) -> Any:
     """The `Recipe` a train/compare-losses command line describes."""
-    from engine.vse.model import VSEConfig
+    from engine.vse.model import TRANSFORMER_TEXT_ENCODERS, VSEConfig
     from training.recipes import Recipe
     from training.train import TrainOptions
 
-    minilm = args.text_encoder == "minilm"
+    transformer = args.text_encoder in TRANSFORMER_TEXT_ENCODERS
     config = VSEConfig(
         backbone=args.backbone, finetune=args.finetune, pooling=args.pooling, fusion=args.fusion,
         tuned_blocks=0 if args.finetune else args.tuned_blocks,
         img_head=args.img_head, text_encoder=args.text_encoder, text_head=args.text_head,
-        tuned_layers=args.tuned_layers if minilm else 0,
-        text_pool_layers=args.text_pool_layers if minilm else 1,
+        tuned_layers=args.tuned_layers if transformer else 0,
+        text_pool_layers=args.text_pool_layers if transformer else 1,
         embed_dim=args.embed_dim, feat_dropout=args.feat_dropout, image_size=args.image_size,
         grid_positions=(-(-args.image_size // 32)) ** 2,
     )

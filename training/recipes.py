@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.vse.model import VSEConfig
+from engine.vse.model import TRANSFORMER_TEXT_ENCODERS, VSEConfig
 from training.train import TrainOptions
 
 TEXT_CACHES = ("hidden", "pooled")
@@ -35,9 +35,9 @@ class Recipe:
         if self.text_cache not in TEXT_CACHES:
             raise ValueError(f"text_cache must be one of {TEXT_CACHES}, not {self.text_cache!r}")
         if self.text_cache == "pooled" and (
-            self.model.text_encoder != "minilm" or self.model.tuned_layers > 0 or self.options.text_dropout > 0
+            self.model.text_encoder not in TRANSFORMER_TEXT_ENCODERS or self.model.tuned_layers > 0 or self.options.text_dropout > 0
         ):
-            raise ValueError("pooled text features need a frozen MiniLM and no token dropout")
+            raise ValueError("pooled text features need a frozen transformer text tower (minilm, mpnet) and no token dropout")
         if self.model.finetune and self.cached_features:
             raise ValueError("cached features need a frozen backbone")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.vse.model import TRANSFORMER_TEXT_ENCODERS
 from training.data import CaptionDataset
 from training.distributed import dist_info, rank_zero_first
 from training.recipes import Recipe
@@ -63,7 +64,7 @@ def prepare(
             cache_features(config.backbone, [it.path for it in val_ds.items], vdir, ["orig"],
                            config.tuned_blocks, size=config.image_size, threads=threads)
             data.val_feature_cache = vdir
-        if config.text_encoder == "minilm":
+        if config.text_encoder in TRANSFORMER_TEXT_ENCODERS:
             data.text_cache = _text_cache(recipe, train_ds, tdir)
     return data
 
@@ -73,16 +74,17 @@ def _text_cache(recipe: Recipe, train_ds: CaptionDataset, key: Path) -> HiddenCa
     from training.text_cache import build_hidden_cache, build_hidden_caches, pooled_features
 
     config = recipe.model
-    encoder = MiniLMTextEncoder(config.embed_dim, 0)
+    encoder = MiniLMTextEncoder(config.embed_dim, 0, name=config.text_encoder)
+    tag = config.text_encoder  # "minilm" keeps the cache file names of earlier sessions
     n = encoder.bert.config.num_hidden_layers
     if recipe.text_cache == "pooled":
         uptos = list(range(n - config.text_pool_layers + 1, n + 1))
         caches = build_hidden_caches(encoder, train_ds.captions, uptos,
-                                     [Path(f"{key}-minilm-l{u}.npz") for u in uptos])
+                                     [Path(f"{key}-{tag}-l{u}.npz") for u in uptos])
         return pooled_features(caches)
     # the states the trained part starts from: below the tuned layers and the lowest pooled one
     upto = min(n - config.tuned_layers, n - config.text_pool_layers + 1)
-    return build_hidden_cache(encoder, train_ds.captions, upto, Path(f"{key}-minilm-l{upto}.npz"))
+    return build_hidden_cache(encoder, train_ds.captions, upto, Path(f"{key}-{tag}-l{upto}.npz"))
 
 
 def run_recipe(

@@ -1,5 +1,5 @@
-"""Cache of MiniLM hidden states after the frozen lower layers, so training runs only the
-tuned top layers + pooling + projection. Stored flattened (tokens x 384, fp16) with offsets."""
+"""Cache of a transformer text tower's (MiniLM, MPNet) hidden states after the frozen lower layers, so training runs only the
+tuned top layers + pooling + projection. Stored flattened (tokens x hidden size, fp16) with offsets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.vse.text_encoders import MiniLMTextEncoder, _additive_mask, _layer_out
+from engine.vse.text_encoders import TransformerTextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class HiddenCache:
         return len(self.offsets) - 1
 
     def batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded (B, L, 384) float32 hidden states and (B, L) attention mask."""
+        """Padded (B, L, hidden) float32 hidden states and (B, L) attention mask."""
         lens = [int(self.offsets[i + 1] - self.offsets[i]) for i in idx]
         L = max(lens)
         h = np.zeros((len(idx), L, self.hidden.shape[1]), np.float32)
@@ -36,7 +36,7 @@ class HiddenCache:
 
 @torch.no_grad()
 def build_hidden_caches(
-    encoder: MiniLMTextEncoder, captions: Sequence[str], uptos: Sequence[int],
+    encoder: TransformerTextEncoder, captions: Sequence[str], uptos: Sequence[int],
     paths: Sequence[Path | None], batch_size: int = 256,
 ) -> list[HiddenCache]:
     """Hidden states after each of `uptos` layers for every caption, in one pass; each saved
@@ -61,10 +61,10 @@ def build_hidden_caches(
         tok = encoder.tokenize([captions[i] for i in idx])
         ids, mask = tok["input_ids"], tok["attention_mask"]
         h = encoder.bert.embeddings(input_ids=ids)
-        ext = _additive_mask(mask, h.dtype)
+        run = encoder.layer_runner(h, mask)
         levels = {0: h}
         for li, layer in enumerate(encoder.bert.encoder.layer[:top]):
-            h = _layer_out(layer(h, attention_mask=ext))
+            h = run(layer, h)
             levels[li + 1] = h
         for r, i in enumerate(idx):
             n = int(mask[r].sum())
@@ -85,7 +85,7 @@ def build_hidden_caches(
 
 
 def build_hidden_cache(
-    encoder: MiniLMTextEncoder, captions: Sequence[str], upto: int, path: Path | None = None,
+    encoder: TransformerTextEncoder, captions: Sequence[str], upto: int, path: Path | None = None,
     batch_size: int = 256,
 ) -> HiddenCache:
     """Hidden states after `upto` layers for every caption (see build_hidden_caches)."""
@@ -93,7 +93,7 @@ def build_hidden_cache(
 
 
 def pooled_features(caches: Sequence[HiddenCache]) -> np.ndarray:
-    """Mean-pooled (over tokens) states of each cache, concatenated: (n_captions, k*384) float32.
+    """Mean-pooled (over tokens) states of each cache, concatenated: (n_captions, k*hidden) float32.
     With a frozen transformer this is exactly what the text head sees, so training needs no
     transformer compute at all."""
     out = []

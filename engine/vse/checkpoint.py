@@ -22,7 +22,7 @@ import torch
 from engine.errors import ModelLoadError
 from engine.vse.backbones import package_record, verify_package_record
 from engine.vse.model import VSEConfig, VSEModel
-from engine.vse.text_encoders import glove_record, minilm_record
+from engine.vse.text_encoders import TRANSFORMER_TEXT_MODELS, glove_record
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def package_records(config: VSEConfig) -> dict[str, dict[str, str]]:
         rec = package_record(config.backbone)
         # torchvision backbones (vgg19/resnet152) come from the torchvision weights API
         recs["backbone"] = rec or {"package": "torchvision", "weights": "DEFAULT"}
-    if config.text_encoder == "minilm":
-        recs["text"] = minilm_record()
+    if config.text_encoder in TRANSFORMER_TEXT_MODELS:
+        recs["text"] = TRANSFORMER_TEXT_MODELS[config.text_encoder][1]()
     else:
         recs["glove"] = glove_record()
     return recs
@@ -127,7 +127,8 @@ def load_checkpoint(path: Path, verify: bool = True) -> tuple[VSEModel, dict[str
         pk = ckpt["packages"]
         if "backbone" in pk and pk["backbone"].get("package") != "torchvision":
             verify_package_record(config.backbone, pk["backbone"])
-        for key, current in (("text", minilm_record), ("glove", glove_record)):
+        text_record = TRANSFORMER_TEXT_MODELS.get(config.text_encoder, (None, glove_record))[1]
+        for key, current in (("text", text_record), ("glove", glove_record)):
             if key in pk and current()["sha256"] != pk[key]["sha256"]:
                 raise ModelLoadError(
                     f"installed {pk[key]['package']} differs from the version this model was "

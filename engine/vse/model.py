@@ -19,7 +19,9 @@ from engine.vse.backbones import build_backbone
 from engine.vse.image_encoders import ImageEncoder
 from engine.vse.text_encoders import GRUTextEncoder, MiniLMTextEncoder
 
-TEXT_ENCODERS = ("gru", "bigru", "minilm")
+TEXT_ENCODERS = ("gru", "bigru", "minilm", "mpnet")
+# frozen-or-tuned sentence transformers (engine/vse/text_encoders.TRANSFORMER_TEXT_MODELS)
+TRANSFORMER_TEXT_ENCODERS = ("minilm", "mpnet")
 
 
 @dataclass
@@ -35,7 +37,7 @@ class VSEConfig:
     pooling: str = "gap"  # gap | gpo
     fusion: bool = False  # concatenate pooled mid-stage maps (hierarchical fusion)
     img_head: str = "linear"  # linear | mlp
-    text_encoder: str = "minilm"  # gru | bigru | minilm
+    text_encoder: str = "minilm"  # gru | bigru | minilm | mpnet
     text_head: str = "linear"
     tuned_layers: int = 0  # MiniLM top layers trained
     text_pool_layers: int = 1  # MiniLM: mean-pool the top k layers and concatenate
@@ -89,9 +91,10 @@ class VSEModel(nn.Module):
             self.txt: nn.Module = GRUTextEncoder(
                 vocab, config.embed_dim, bidirectional=config.text_encoder == "bigru", glove=glove
             )
-        elif config.text_encoder == "minilm":
+        elif config.text_encoder in TRANSFORMER_TEXT_ENCODERS:
             self.txt = MiniLMTextEncoder(
-                config.embed_dim, config.tuned_layers, config.text_head, config.text_pool_layers
+                config.embed_dim, config.tuned_layers, config.text_head, config.text_pool_layers,
+                name=config.text_encoder,
             )
         else:
             raise ValueError(f"unknown text encoder {config.text_encoder!r}")

