@@ -228,6 +228,26 @@ def test_thumbnail_is_small_jpeg(tmp_path):
         assert t.format == "JPEG" and max(t.size) == imaging.THUMBNAIL_SIZE
 
 
+
+@pytest.mark.parametrize(
+    "size", [(500, 375), (375, 500), (257, 256), (256, 257), (4000, 1), (1, 4000), (300, 300),
+             (256, 256), (100, 50), (1024, 683), (683, 1024), (511, 337)]
+)
+def test_thumbnail_size_and_pixels_as_pillow_thumbnail(size):
+    # the one-resize thumbnail keeps Image.thumbnail()'s size (same rounding), leaves the
+    # source alone, and its pixels stay within a small margin of the former Lanczos result
+    rng = np.random.default_rng(sum(size))
+    smooth = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    img = Image.fromarray(smooth).resize(size, Image.Resampling.BICUBIC)
+    before = img.tobytes()
+    expected = img.copy()
+    expected.thumbnail((imaging.THUMBNAIL_SIZE, imaging.THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+    thumb = imaging.thumbnail_image(img)
+    assert thumb.size == expected.size == imaging.thumbnail_size(*size)
+    assert img.tobytes() == before and img.size == size
+    diff = np.abs(np.asarray(thumb, np.int16) - np.asarray(expected, np.int16))
+    assert diff.mean() < 2.0
+
 @pytest.mark.parametrize(
     "value,expected",
     [
