@@ -192,7 +192,8 @@ def bench_decode_modes(
 ) -> dict[str, object]:
     """CPU ms per photo (one thread) of the decode choices for the indexer: a full decode and
     the JPEG draft (scale-on-decode) at the indexer's size and at 1/8; the hash; the indexer's
-    decode + thumbnail + prepare; and whether the files carry an EXIF preview >= 256 px."""
+    decode + thumbnail + prepare; whether the files carry an EXIF preview >= 256 px; and, with
+    an embedder, prepare, thumbnail and model apart and the ratio to decode + prepare they allow."""
     import io
 
     from PIL import Image
@@ -207,6 +208,12 @@ def bench_decode_modes(
         for b in blobs:
             fn(b)
         return round(1000 * (time.process_time() - started) / len(blobs), 2)
+
+    def timed_images(fn, images: list[Image.Image]) -> float:  # type: ignore[no-untyped-def]
+        started = time.process_time()
+        for im in images:
+            fn(im)
+        return round(1000 * (time.process_time() - started) / len(images), 2)
 
     def full(b: bytes) -> None:
         with Image.open(io.BytesIO(b)) as im:
@@ -233,11 +240,12 @@ def bench_decode_modes(
         except OSError:
             return 0
 
+    def thumbnail(image: Image.Image) -> None:
+        imaging.thumbnail_image(image).save(io.BytesIO(), "JPEG", quality=imaging.THUMBNAIL_QUALITY)
+
     def thumb_prepare(b: bytes) -> None:
         decoded = imaging.decode_image(b)
-        im = decoded.image.copy()
-        im.thumbnail((imaging.THUMBNAIL_SIZE, imaging.THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
-        im.save(io.BytesIO(), "JPEG", quality=85)
+        thumbnail(decoded.image)
         if embedder is not None:
             embedder.prepare_image(decoded.image)
 
@@ -247,7 +255,27 @@ def bench_decode_modes(
     sizes["draft_default"] = draft(DEFAULT_DECODE_SIZE)(blobs[0])
     sizes["draft_1_8"] = draft(max(1, min(sizes["original"]) // 8))(blobs[0])
     previews = [preview(b) for b in blobs]
-    return {
+    images = [imaging.decode_image(b).image for b in blobs]
+    parts: dict[str, float] = {}
+    if embedder is not None:
+        # what indexing adds to decode + prepare, per photo: hash, thumbnail (resize +
+        # in-memory encode; the write is a few syscalls more) and the model at the indexer's
+        # batch size; `bound_*` is decode+prepare / (decode+prepare + these), the rate ratio
+        # the 12 MP item can reach when the cores are full (catalog work not counted)
+        prepared = [embedder.prepare_image(im) for im in images[:BATCH_SIZE]]
+        batch = np.stack(prepared * max(1, -(-BATCH_SIZE // len(prepared))))[:BATCH_SIZE]
+        embedder.embed_prepared(batch)
+        started = time.process_time()
+        for _ in range(3):
+            embedder.embed_prepared(batch)
+        model_ms = 1000 * (time.process_time() - started) / (3 * len(batch))
+        started = time.process_time()
+        for im in images:
+            embedder.prepare_image(im)
+        prepare_ms = 1000 * (time.process_time() - started) / len(images)
+        parts = {"prepare_ms": round(prepare_ms, 2), "model_ms": round(model_ms, 2),
+                 "thumbnail_ms": timed_images(thumbnail, images)}
+    out: dict[str, object] = {
         "photos": len(blobs),
         "sizes": sizes,
         "full_decode_ms": timed(full),
@@ -259,7 +287,14 @@ def bench_decode_modes(
         "preview_check_ms": timed(preview),
         "with_preview_ge_256px": sum(p >= 256 for p in previews),
         "largest_preview_px": max(previews),
+        **parts,
     }
+    if parts:
+        base = float(out["indexer_decode_ms"]) + parts["prepare_ms"]  # type: ignore[arg-type]
+        extra = float(out["hash_ms"]) + parts["thumbnail_ms"] + parts["model_ms"]  # type: ignore[arg-type]
+        out["bound_vs_decode_prepare"] = round(base / max(base + extra, 1e-9), 3)
+        out["bound_model_only"] = round(base / max(base + parts["model_ms"], 1e-9), 3)
+    return out
 
 
 # -- 6. text-query encoding ------------------------------------------------------------

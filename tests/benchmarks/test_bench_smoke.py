@@ -63,5 +63,7 @@ def test_smoke_run_writes_every_key(tmp_path, monkeypatch):
     assert out["indexing"]["sample"]["decode_prepare_images_per_s"] > 0
     modes = out["decode_modes"]["12mp"]
     assert modes["full_decode_ms"] > 0 and modes["with_preview_ge_256px"] == 0
+    assert modes["model_ms"] >= 0 and modes["thumbnail_ms"] >= 0 and modes["prepare_ms"] >= 0
+    assert 0 < modes["bound_vs_decode_prepare"] <= modes["bound_model_only"] <= 1
     assert out["open_detail"]["median"]["torch_imported"] in (0, 1)
     assert "measure" in run.table(results)
