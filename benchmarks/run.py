@@ -285,6 +285,10 @@ def issue13_rows(results: dict[str, object]) -> list[tuple[str, str, str]]:
         draft = next(v for k, v in dm.items() if k.startswith("draft_") and k != "draft_1_8_ms")
         rows.append(("12 MP decode ms: full / draft (1 thread CPU)",
                      f"{_fmt(dm['full_decode_ms'])} / {_fmt(draft)}", ""))
+        if "bound_model_only" in dm:
+            rows.append(("12 MP ratio to decode+prepare CPU allows: all / model only",
+                         f"{_fmt(dm['bound_vs_decode_prepare'])} / {_fmt(dm['bound_model_only'])}",
+                         f"model {_fmt(dm['model_ms'])} ms/photo"))
     return rows
 
 
