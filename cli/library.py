@@ -47,7 +47,9 @@ def _library_dir(args: argparse.Namespace) -> Path:
     return Path(args.library).expanduser() if args.library else default_library_dir()
 
 
-def _open(args: argparse.Namespace, *, write: bool, reembed: bool = False) -> Library:
+def _open(
+    args: argparse.Namespace, *, write: bool, reembed: bool = False, rerank: bool | None = None
+) -> Library:
     """Read commands open read-only and never take the writer lock (issue 11 #8): an
     `index` or `watch` started while a search runs must not find the library locked."""
     library_dir = _library_dir(args)
@@ -57,7 +59,7 @@ def _open(args: argparse.Namespace, *, write: bool, reembed: bool = False) -> Li
             f"--library {library_dir} FOLDER"
         )
     embedder = load_embedder(args.model)
-    return Library.open(library_dir, embedder, read_only=not write, reembed=reembed)
+    return Library.open(library_dir, embedder, read_only=not write, reembed=reembed, rerank=rerank)
 
 
 def _print(*parts: object, **kwargs: Any) -> None:
@@ -149,7 +151,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     for folder in folders:
         if not folder.is_dir():
             raise FolderNotFoundError(f"folder not found: {folder.absolute()}")
-    lib = _open(args, write=True, reembed=args.reembed)
+    lib = _open(args, write=True, reembed=args.reembed, rerank=args.rerank)
     try:
         for folder in folders:
             lib.add_folder(folder)
@@ -328,7 +330,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     query = _clean_query(args.query or "").strip() if args.like else _require_query(args.query)
     _check_top_k(args)
     _check_dates(args)
-    lib = _open(args, write=False)
+    lib = _open(args, write=False, rerank=args.rerank)
     try:
         folder = _folder_filter(lib, args.folder) if args.folder else None
         like = lib.photo(args.like).path if args.like else None
@@ -378,7 +380,7 @@ def _caption_progress() -> Callable[[int, int], None]:
 
 def cmd_captions(args: argparse.Namespace) -> int:
     _check_top_k(args)
-    lib = _open(args, write=False)
+    lib = _open(args, write=False, rerank=args.rerank)
     try:
         # Embedding the bank takes minutes the first time: know the photo first.
         lib.photo(args.photo)
@@ -420,7 +422,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from engine.watcher import FolderWatcher
 
-    lib = _open(args, write=True)
+    lib = _open(args, write=True, rerank=args.rerank)
     try:
         report = lib.index()
         _print(
@@ -580,9 +582,15 @@ def register(subparsers: Any) -> None:
     top_k.add_argument(
         "--top-k", type=int, default=20, metavar="N", help="results (default 20)"
     )
+    rerank = argparse.ArgumentParser(add_help=False)
+    rerank.add_argument(
+        "--rerank", action="store_const", const=True, default=None,
+        help="attention re-ranking of the top 100 (off by default, or $PHOTOSEARCH_RERANK=1; "
+        "index and watch then store each new photo's region codes; docs/MODEL.md)",
+    )
 
     p = subparsers.add_parser(
-        "index", parents=[common, as_json], help="add folders and index their photos"
+        "index", parents=[common, as_json, rerank], help="add folders and index their photos"
     )
     p.add_argument("folders", nargs="*", metavar="FOLDER", help="folders to add (default: known ones)")
     p.add_argument(
@@ -591,7 +599,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser(
-        "search", parents=[common, as_json, top_k], help="search by text",
+        "search", parents=[common, as_json, top_k, rerank], help="search by text",
         description='Query syntax: plain words and "quoted phrases" describe the photo; '
         "-word ranks away from it, +word adds a concept. Quote the whole query as one "
         "argument: photosearch search 'dog beach -people'.",
@@ -625,7 +633,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_similar)
 
     p = subparsers.add_parser(
-        "captions", parents=[common, as_json], help="captions that describe PHOTO"
+        "captions", parents=[common, as_json, rerank], help="captions that describe PHOTO"
     )
     p.add_argument("photo", metavar="PHOTO")
     p.add_argument("--top-k", type=int, default=10, metavar="N")
@@ -637,7 +645,7 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=cmd_duplicates)
 
-    p = subparsers.add_parser("watch", parents=[common], help="keep the library up to date")
+    p = subparsers.add_parser("watch", parents=[common, rerank], help="keep the library up to date")
     p.set_defaults(func=cmd_watch)
 
     p = subparsers.add_parser("status", parents=[common, as_json], help="library summary")

@@ -123,6 +123,19 @@ def _migration_2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX idx_photos_sort_date ON photos(sort_date)")
 
 
+# Region codes of the attention re-ranker (engine/vse/attention_runtime.py), keyed like the
+# vectors by (content hash, model id), so a moved or returning file keeps them; `attention_id`
+# names the weights that projected them (codes from other weights are not used). Created on the
+# first write, when re-ranking is on, not by a migration: with it off (the default) the schema
+# stays what it was, so an older photosearch still opens the library.
+_REGION_CODES_DDL = """CREATE TABLE IF NOT EXISTS region_codes (
+    content_hash TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    attention_id TEXT NOT NULL,
+    codes BLOB NOT NULL,
+    PRIMARY KEY (content_hash, model_id))"""
+
+
 # Append only: user_version N means MIGRATIONS[:N] have been applied.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -311,6 +324,18 @@ class CatalogWriter:
 
     def put_embedding(self, digest: str, model_id: str, vector: np.ndarray) -> None:
         self.put_embeddings(model_id, {digest: vector})
+
+    # region codes (attention re-ranking, only when it is on)
+    def put_region_codes(self, model_id: str, attention_id: str, codes: Mapping[str, bytes]) -> None:
+        """Store photos' packed region codes (content hash -> blob) for this model and weights."""
+        if not codes:
+            return
+        self._conn.execute(_REGION_CODES_DDL)
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO region_codes(content_hash, model_id, attention_id, codes) "
+            "VALUES (?, ?, ?, ?)",
+            [(digest, model_id, attention_id, blob) for digest, blob in codes.items()],
+        )
 
     def put_embedding_blobs(self, rows: Iterable[tuple[str, str, bytes]]) -> None:
         """(content hash, model id, stored vector bytes) rows, e.g. salvaged by repair."""
@@ -930,6 +955,49 @@ class Catalog:
             (digest, model_id),
         )
         return blob_to_vector(rows[0][0]) if rows else None
+
+    # -- region codes (attention re-ranking) -------------------------------------------
+
+    def has_region_codes_table(self) -> bool:
+        return bool(self._scalar(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'region_codes'"))
+
+    def region_codes_for_photos(
+        self, photo_ids: Iterable[int], model_id: str, attention_id: str
+    ) -> dict[int, bytes]:
+        """Photo id -> packed region codes of its bytes, for the photos that have them."""
+        ids = list(photo_ids)
+        out: dict[int, bytes] = {}
+        if not ids or not self.has_region_codes_table():
+            return out
+        for i in range(0, len(ids), _SQLITE_MAX_PARAMS):
+            chunk = ids[i : i + _SQLITE_MAX_PARAMS]
+            rows = self._query(
+                "SELECT p.id, r.codes FROM photos p JOIN region_codes r "
+                "ON r.content_hash = p.content_hash AND r.model_id = ? AND r.attention_id = ? "
+                f"WHERE p.id IN ({','.join('?' * len(chunk))})",
+                (model_id, attention_id, *chunk),
+            )
+            out.update((int(r[0]), bytes(r[1])) for r in rows)
+        return out
+
+    def region_codes_for_hash(self, digest: str, model_id: str, attention_id: str) -> bytes | None:
+        """The packed region codes stored for these bytes, or None."""
+        if not self.has_region_codes_table():
+            return None
+        rows = self._query(
+            "SELECT codes FROM region_codes WHERE content_hash = ? AND model_id = ? AND attention_id = ?",
+            (digest, model_id, attention_id),
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def count_region_codes(self, model_id: str, attention_id: str) -> int:
+        """How many distinct photo contents have region codes for this model and weights."""
+        if not self.has_region_codes_table():
+            return 0
+        return int(self._scalar(
+            "SELECT COUNT(*) FROM region_codes WHERE model_id = ? AND attention_id = ?",
+            (model_id, attention_id)) or 0)
 
     def embedded_hashes(self, model_id: str) -> set[str]:
         return {

@@ -67,6 +67,7 @@ from .pipeline import (
     prepare_file,
     prepared_batches,
 )
+from .reranking import Reranker
 from .scanner import (
     ScanEntry,
     ScanSkip,
@@ -170,8 +171,11 @@ class Indexer:
         batch_size: int = BATCH_SIZE,
         workers: int | None = None,
         save_every_s: float | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.catalog = catalog
+        # attention re-ranking on: each embedded photo's region codes are stored with its vector
+        self.reranker = reranker
         self.index = index
         self.embedder = embedder
         self.thumbs_dir = thumbs_dir
@@ -415,7 +419,13 @@ class Indexer:
         model_id = self.embedder.model_id
         to_embed = [p for _, p in batch if p.kind == EMBED]
         vectors: dict[str, np.ndarray] = {}
-        if to_embed:
+        region_codes: dict[str, bytes] = {}
+        reranker = self.reranker if self.reranker is not None and self.reranker.model_id == model_id else None
+        if to_embed and reranker is not None:
+            out, blobs = reranker.embed_prepared(np.stack([p.array for p in to_embed]))
+            vectors = {p.digest or "": v for p, v in zip(to_embed, out, strict=True)}
+            region_codes = {p.digest or "": b for p, b in zip(to_embed, blobs, strict=True)}
+        elif to_embed:
             out = self.embedder.embed_prepared(np.stack([p.array for p in to_embed]))
             vectors = {p.digest or "": v for p, v in zip(to_embed, out, strict=True)}
         adds: dict[int, np.ndarray] = {}
@@ -423,6 +433,8 @@ class Indexer:
         report = state.report
         with self.catalog.write() as w:
             w.put_embeddings(model_id, vectors)
+            if region_codes and reranker is not None:
+                w.put_region_codes(model_id, reranker.attention_id, region_codes)
             for cand, prep in batch:
                 if prep.kind == FAILED:
                     reason = prep.reason or "unknown error"

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import duplicates, imaging
+from . import duplicates, imaging, settings
 from .catalog import (
     STATUS_FAILED,
     STATUS_OFFLINE,
@@ -62,6 +62,7 @@ from .errors import (
     PhotosearchError,
 )
 from .indexer import Indexer, IndexProgress, IndexReport
+from .reranking import Reranker, load_reranker
 from .search import CaptionHit, PhotoHit, SearchResult, SearchService, parse_query, photo_hit
 from .vector_index import VectorIndex, sidecar_path
 
@@ -172,10 +173,15 @@ class Library:
         *,
         read_only: bool = False,
         reembed: bool = False,
+        rerank: bool | None = None,
     ) -> Library:
+        """`rerank`: attention re-ranking (docs/MODEL.md "Cross-modal attention"); None
+        follows settings.rerank_enabled() ($PHOTOSEARCH_RERANK, off by default)."""
         self = cls.__new__(cls)
         self.library_dir = Path(library_dir).expanduser().absolute()
         self.read_only = read_only
+        self.rerank = settings.rerank_enabled(rerank)
+        self._rerankers: dict[str, Reranker | None] = {}
         self._lock_fd: int | None = None
         self._pass_lock = threading.RLock()
         self._closed = False
@@ -399,7 +405,23 @@ class Library:
 
     def _indexer(self) -> Indexer:
         embedder, index = self._active
-        return Indexer(self.catalog, index, embedder, self.thumbs_dir, self._save_index)
+        return Indexer(self.catalog, index, embedder, self.thumbs_dir, self._save_index,
+                       reranker=self._reranker(embedder))
+
+    def _reranker(self, embedder: Embedder) -> Reranker | None:
+        """The attention re-ranker for this embedder's model when re-ranking is on (loaded
+        once per model; None when off or when the model has no weights or inputs for it)."""
+        if not self.rerank:
+            return None
+        model_id = embedder.model_id
+        if model_id not in self._rerankers:
+            self._rerankers[model_id] = load_reranker(embedder)
+        return self._rerankers[model_id]
+
+    @property
+    def reranking(self) -> bool:
+        """Whether searches re-rank: the option is on and the current model has weights."""
+        return self._reranker(self._active[0]) is not None
 
     def index(
         self, progress: ProgressFn | None = None, cancel: threading.Event | None = None
@@ -468,7 +490,8 @@ class Library:
         embedder, index = self._active
         row = self._photo_row(like_photo) if like_photo is not None else None
         result = self.searcher.search_text(
-            query, embedder, index, top_k, folder, date_from, date_to, like_photo=row, sort=sort
+            query, embedder, index, top_k, folder, date_from, date_to, like_photo=row, sort=sort,
+            reranker=self._reranker(embedder),
         )
         if remember and row is None:
             self.remember_query(query)
@@ -543,7 +566,7 @@ class Library:
     def similar_captions(self, path: Path | str, top_k: int = 10) -> list[CaptionHit]:
         embedder, _ = self._active
         return self.searcher.similar_captions(
-            self._photo_row(path), embedder, top_k
+            self._photo_row(path), embedder, top_k, reranker=self._reranker(embedder)
         )
 
     def prepare_captions(self, progress: Callable[[int, int], None] | None = None) -> int:

@@ -20,6 +20,13 @@ is the mean of its scores for the positive terms minus NEGATIVE_WEIGHT times its
 negative term: one query vector (the same combination of the terms' query vectors), so HNSW
 searches it as any other query. `like_photo` adds a photo's own vector as a positive term
 ("this photo, but at night").
+
+Attention re-ranking (an option, off by default; engine/reranking.py): with a `Reranker`, a
+text query's top RERANK_K hits are reordered by global + alpha * attention and "find similar
+captions" reorders its top RERANK_K captions likewise. Hits keep their own (global) scores;
+the confident count and the strength of each position stay those of the global answer, so the
+re-ranked photos fill the same slots. A query refined from a photo, or with a term the
+multilingual tower embeds, keeps its global order, as do photos without stored region codes.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from .caption_store import CaptionStore, store_for_embedder
 from .catalog import Catalog, PhotoFilter, PhotoRow
 from .embedder import Embedder
 from .errors import EmptyQueryError, PhotosearchError
+from .reranking import Reranker
 from .settings import DEFAULT_WEAK_MATCH_THRESHOLD
 from .vector_index import VectorIndex
 
@@ -51,6 +59,7 @@ MIN_FETCH = 100
 # Below this many photos a score spread means little: confident = not below the weak threshold.
 MIN_GALLERY_FOR_SPREAD = 8
 TEXT_CACHE_SIZE = 512  # query-term vectors kept (search as you type re-embeds the same words)
+STATES_CACHE_SIZE = 1024  # word states of terms and captions kept, when re-ranking is on
 
 SORTS = ("relevance", "date")
 STRONG, GOOD, WEAK = 3, 2, 1
@@ -270,6 +279,7 @@ class SearchService:
         self._stores: dict[str, CaptionStore | None] = {}
         self._text_lock = threading.Lock()
         self._text_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._states_cache: OrderedDict[tuple[str, str], np.ndarray | None] = OrderedDict()
         self._sample_lock = threading.Lock()
         self._sample: _GallerySample | None = None
 
@@ -346,7 +356,7 @@ class SearchService:
     ) -> SearchResult:
         """Hits with their strength, the confident count and the weak flag. `weak_min`: the
         score below which nothing is confident (the weak threshold for text queries)."""
-        best = float(pairs[0][1]) if pairs else None
+        best = float(max(s for _, s in pairs)) if pairs else None
         gallery = np.zeros(0, np.float32)
         if query is not None and index is not None and model_id is not None and pairs:
             sample = self.gallery_sample(index, model_id)
@@ -387,6 +397,43 @@ class SearchService:
             return np.zeros((0, embedder.dim), np.float32)
         return np.stack([np.asarray(v, np.float32) for v in out])
 
+    def text_states(self, texts: Sequence[str], embedder: Embedder, reranker: Reranker) -> list[np.ndarray | None]:
+        """Word states of texts for re-ranking, cached; the vectors of the same text pass go to
+        the term-vector cache, so the query's vector costs no second pass."""
+        model_id = embedder.model_id
+        with self._text_lock:
+            known = {t: self._states_cache[(model_id, t)] for t in texts if (model_id, t) in self._states_cache}
+        todo = list(dict.fromkeys(t for t in texts if t not in known))
+        if todo:
+            vectors, states = reranker.text_states(todo)
+            with self._text_lock:
+                for t, v, st in zip(todo, vectors, states, strict=True):
+                    self._text_cache[(model_id, t)] = v
+                    self._states_cache[(model_id, t)] = st
+                    known[t] = st
+                while len(self._text_cache) > TEXT_CACHE_SIZE:
+                    self._text_cache.popitem(last=False)
+                while len(self._states_cache) > STATES_CACHE_SIZE:
+                    self._states_cache.popitem(last=False)
+        return [known[t] for t in texts]
+
+    def rerank_photos(
+        self, pairs: list[tuple[PhotoRow, float]], states: Sequence[np.ndarray], embedder: Embedder,
+        reranker: Reranker,
+    ) -> list[tuple[PhotoRow, float]]:
+        """`pairs` (best first) with its top K reordered by global + alpha * attention; photos
+        without region codes keep their places."""
+        head = pairs[: reranker.k]
+        blobs = self.catalog.region_codes_for_photos(
+            [row.id for row, _ in head], embedder.model_id, reranker.attention_id
+        )
+        have = [p for p, (row, _) in enumerate(head) if row.id in blobs]
+        if len(have) < 2 or not states:
+            return pairs
+        att = reranker.photo_scores(states, [blobs[head[p][0].id] for p in have])
+        order = reranker.reorder(np.array([s for _, s in head]), dict(zip(have, att.tolist(), strict=True)))
+        return [head[p] for p in order] + pairs[reranker.k :]
+
     def cached_text_vector(self, text: str, model_id: str) -> np.ndarray | None:
         with self._text_lock:
             return self._text_cache.get((model_id, text))
@@ -418,6 +465,7 @@ class SearchService:
         date_to: datetime | None = None,
         like_photo: PhotoRow | None = None,
         sort: str = "relevance",
+        reranker: Reranker | None = None,
     ) -> SearchResult:
         if sort not in SORTS:
             raise ValueError(f"sort must be one of {SORTS}, not {sort!r}")
@@ -437,11 +485,30 @@ class SearchService:
                     f"(-{parsed.negative[0]}); e.g. 'beach -people'"
                 )
             raise EmptyQueryError("the search query is empty; type what the photo shows")
+        states: list[np.ndarray | None] = []
+        if reranker is not None and (photo_vec is not None or reranker.model_id != embedder.model_id):
+            reranker = None  # a photo term has no words; weights of another model do not apply
+        if reranker is not None:
+            states = self.text_states(list(parsed.positives), embedder, reranker)
+            if any(st is None for st in states):
+                reranker = None
         vec = self.query_vector(parsed, embedder, photo_vec)
+        if reranker is None:
+            pairs = self.search_vector(
+                vec, index, embedder.model_id, top_k, folder, date_from, date_to, exclude
+            )
+            return self.to_result(pairs, threshold, vec, index, embedder.model_id, sort, threshold)
         pairs = self.search_vector(
-            vec, index, embedder.model_id, top_k, folder, date_from, date_to, exclude
+            vec, index, embedder.model_id, max(top_k, reranker.k), folder, date_from, date_to, exclude
         )
-        return self.to_result(pairs, threshold, vec, index, embedder.model_id, sort, threshold)
+        reordered = self.rerank_photos(pairs, [st for st in states if st is not None], embedder, reranker)
+        by_global = self.to_result(pairs[:top_k], threshold, vec, index, embedder.model_id, "relevance",
+                                   threshold)
+        # the global answer's strength per position: the re-ranked photos fill its slots
+        hits = [photo_hit(row, score, h.strength)
+                for (row, score), h in zip(reordered[:top_k], by_global.hits, strict=False)]
+        return SearchResult(order_hits(hits, by_global.confident, sort), by_global.weak,
+                            by_global.best_score, threshold, by_global.confident, sort)
 
     def similar_photos(
         self,
@@ -556,7 +623,8 @@ class SearchService:
         )
 
     def similar_captions(
-        self, row: PhotoRow, embedder: Embedder, top_k: int = 10, writable: bool = True
+        self, row: PhotoRow, embedder: Embedder, top_k: int = 10, writable: bool = True,
+        reranker: Reranker | None = None,
     ) -> list[CaptionHit]:
         vec = self.catalog.get_embedding(row.content_hash or "", embedder.model_id)
         if vec is None:
@@ -574,10 +642,38 @@ class SearchService:
         if not parts_text:
             return []
         scores = np.concatenate(parts_scores)
+        if reranker is not None and reranker.model_id == embedder.model_id:
+            return self._reranked_captions(row, parts_text, scores, embedder, top_k, reranker)
         order = np.argsort(-scores)[: max(0, int(top_k))]
         best = float(scores[order[0]]) if len(order) else None
         cutoff = Cutoff.for_scores(best, scores)
         return [
             CaptionHit(parts_text[j], float(scores[j]), cutoff.strength(float(scores[j])))
             for j in order
+        ]
+
+    def _reranked_captions(
+        self, row: PhotoRow, texts: list[str], scores: np.ndarray, embedder: Embedder, top_k: int,
+        reranker: Reranker,
+    ) -> list[CaptionHit]:
+        """similar_captions with its top K captions reordered by global + alpha * attention
+        (the photo's stored regions against each caption's words); strengths stay per place."""
+        order = np.argsort(-scores)
+        top = [int(j) for j in order[: max(reranker.k, int(top_k))]]
+        blob = self.catalog.region_codes_for_hash(row.content_hash or "", embedder.model_id,
+                                                  reranker.attention_id)
+        ranked = top
+        if blob is not None and len(top) > 1:
+            head = top[: reranker.k]
+            states = self.text_states([texts[j] for j in head], embedder, reranker)
+            have = [p for p, st in enumerate(states) if st is not None]
+            att = reranker.caption_scores(blob, [states[p] for p in have]) if have else np.zeros(0)
+            new = reranker.reorder(scores[head], dict(zip(have, att.tolist(), strict=True)))
+            ranked = [head[p] for p in new] + top[reranker.k :]
+        keep = max(0, int(top_k))
+        best = float(scores[order[0]]) if keep and len(order) else None
+        cutoff = Cutoff.for_scores(best, scores)
+        return [
+            CaptionHit(texts[j], float(scores[j]), cutoff.strength(float(scores[g])))
+            for j, g in zip(ranked[:keep], top[:keep], strict=True)
         ]

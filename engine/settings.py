@@ -21,6 +21,9 @@ CAPTION_BANK = ASSETS_DIR / "caption_bank.txt"
 IMAGE_INT8_CALIBRATION = ASSETS_DIR / "default_model.int8-calibration.json"
 # The multilingual query tower's head (engine/vse/multilingual.py): its meta names its model.
 MULTILINGUAL_HEAD = ASSETS_DIR / "multilingual_head.npz"
+# Cross-modal attention re-ranking (docs/MODEL.md "Cross-modal attention"): the trained
+# projections (plain .npz; its meta names the model they belong to, others are ignored).
+ATTENTION_WEIGHTS = ASSETS_DIR / "attention.npz"
 
 # PHOTOSEARCH_LIBRARY: where the library lives when --library is not given (CLI and app).
 LIBRARY_ENV = "PHOTOSEARCH_LIBRARY"
@@ -34,6 +37,13 @@ RUNTIMES = ("onnx", "torch")
 DEFAULT_RUNTIME = "onnx"
 # PHOTOSEARCH_ONNX_CACHE: where the ONNX graphs derived from checkpoints are kept.
 ONNX_CACHE_ENV = "PHOTOSEARCH_ONNX_CACHE"
+# PHOTOSEARCH_RERANK=1: attention re-ranking on (the CLI's --rerank says the same per command).
+# Off by default: +3.5 val rsum, under the +8 issue 12 asks of a default, for ~4 KB a photo and
+# a few ms a query. When on, indexing stores each new photo's region codes, text search
+# re-ranks the top RERANK_K of the global answer and "find similar captions" its top RERANK_K.
+RERANK_ENV = "PHOTOSEARCH_RERANK"
+RERANK_DEFAULT = False
+RERANK_K = 100
 
 # Used when a model states no calibrated threshold of its own. Inner products of unit vectors:
 # for VSE-style models a relevant photo typically scores 0.3-0.6 against its query and
@@ -81,6 +91,17 @@ def embedder_override() -> str:
 def inference_runtime() -> str:
     """$PHOTOSEARCH_RUNTIME lower-cased, else 'onnx'. Unknown values are the caller's to reject."""
     return os.environ.get(RUNTIME_ENV, "").strip().lower() or DEFAULT_RUNTIME
+
+
+def rerank_enabled(explicit: bool | None = None) -> bool:
+    """Attention re-ranking on? `explicit` (a CLI flag, the app's setting) wins; else
+    $PHOTOSEARCH_RERANK (1/true/yes/on), else RERANK_DEFAULT (off)."""
+    if explicit is not None:
+        return bool(explicit)
+    env = os.environ.get(RERANK_ENV, "").strip().lower()
+    if not env:
+        return RERANK_DEFAULT
+    return env in ("1", "true", "yes", "on")
 
 
 def onnx_cache_dir() -> Path:

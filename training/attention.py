@@ -12,6 +12,7 @@ global + alpha * attention. Every choice (epoch, direction, alpha, lambda) is ma
     python -m training.attention train --train B_TRAIN.npz --val B_VAL.npz --out att.pt
     python -m training.attention evaluate --val B_VAL.npz --weights att.pt
     python -m training.attention latency --weights att.pt --photos 100000
+    python -m training.attention ship --weights att.pt --out engine/assets/attention.npz
 
 A bundle (.npz) holds one split: pooled region features (N, 16, 1280) fp16, the shipped model's
 joint vectors of images and captions (their inner products are its scores), token states
@@ -35,6 +36,7 @@ from engine.vse.attention import (
     AttentionConfig,
     CrossAttention,
     encode_regions,
+    export_weights,
     load_attention,
     pool_grid,
     region_bytes,
@@ -415,6 +417,18 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ship(args: argparse.Namespace) -> int:
+    """Kept weights -> the plain .npz the engine loads (settings.ATTENTION_WEIGHTS), naming
+    the model they were trained beside, with how they were chosen."""
+    from engine.vse.checkpoint import load_checkpoint
+
+    module, extra = load_attention(args.weights)
+    _, ckpt = load_checkpoint(args.checkpoint)
+    export_weights(module, args.out, ckpt["model_id"], {"trained": extra, "source": str(args.weights)})
+    print(json.dumps({"out": str(args.out), "model_id": ckpt["model_id"], "bytes": args.out.stat().st_size}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.attention", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -459,6 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--direction", choices=("t2i", "i2t", "both"))
     p.add_argument("--tokens", type=int, default=12, help="words in the query")
     p.add_argument("--sqlite-dir", type=Path, help="also time reading the K blobs from SQLite here")
+    p = sub.add_parser("ship", help="write kept weights as the engine's .npz asset (no torch needed to load)")
+    p.add_argument("--weights", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--out", type=Path, default=Path("engine/assets/attention.npz"))
     args = ap.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -467,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         if path is not None and not Path(path).exists():
             print(f"error: {path} does not exist", file=sys.stderr)
             return 2
-    handlers = {"prepare": run_prepare, "train": run_train, "evaluate": run_evaluate, "latency": run_latency}
+    handlers = {"prepare": run_prepare, "train": run_train, "evaluate": run_evaluate, "latency": run_latency,
+                "ship": run_ship}
     return handlers[args.cmd](args)
 
 

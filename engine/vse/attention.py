@@ -14,54 +14,37 @@ regions (the backbone's last 7x7 grid pooled to 4x4 = 16 regions, projected), fo
 
 Nothing here reads the catalog: the caller hands in word states and region codes. Region
 features are stored after projection, int8 with one fp16 scale per region (`encode_regions`).
+This is the torch side (training, the reference); engine/vse/attention_runtime.py is the same
+score in numpy for search, with the storage format and the shipped weights' loader.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import ModelLoadError
 
-GRID_SIDE = 4  # the 7x7 grid is average-pooled to 4x4 (overlapping windows of 2-3 cells)
-DIRECTIONS = ("t2i", "i2t", "both")
-POOLS = ("mean", "lse")
+# the numpy side (no torch: the search path), re-exported here for training and tests
+from engine.vse.attention_runtime import (  # noqa: F401
+    DIRECTIONS,
+    GRID_SIDE,
+    POOLS,
+    AttentionConfig,
+    QueryReranker,
+    decode_regions,
+    encode_regions,
+    pack_regions,
+    region_bytes,
+    rerank,
+    unpack_regions,
+)
+
 FORMAT = "photosearch-attention/1"
-
-
-@dataclass
-class AttentionConfig:
-    """Everything needed to rebuild the module; stored as plain types with the weights."""
-
-    word_dim: int = 384  # MiniLM hidden size
-    region_dim: int = 1280  # EfficientNet-Lite2's last map
-    dim: int = 256  # shared space; also the stored width of a region
-    lambda_softmax: float = 10.0  # inverse temperature of the attention softmax (over cosines)
-    pool: str = "mean"  # how word (region) similarities become one score: mean | lse
-    lambda_lse: float = 6.0  # LogSumExp sharpness when pool == "lse"
-    direction: str = "both"  # t2i | i2t | both (mean of the two)
-    alpha: float = 1.0  # weight of the attention score next to the global score
-    k: int = 100  # how many of the global answer are re-ranked
-
-    def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, not {self.direction!r}")
-        if self.pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, not {self.pool!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AttentionConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def pool_grid(grid: torch.Tensor, side: int = GRID_SIDE) -> torch.Tensor:
@@ -152,111 +135,6 @@ def attention_scores(words: torch.Tensor, mask: torch.Tensor, regions: torch.Ten
     return out[0] if len(out) == 1 else (out[0] + out[1]) / 2
 
 
-def rerank(global_scores: np.ndarray, attention: np.ndarray, alpha: float) -> np.ndarray:
-    """Order (best first) of K candidates by global + alpha * attention."""
-    return np.argsort(-(np.asarray(global_scores, np.float64) + alpha * np.asarray(attention, np.float64)),
-                      kind="stable")
-
-
-class QueryReranker:
-    """numpy-only re-ranking of one text query's K candidates, for the search path (which
-    runs on ONNX Runtime and does not import torch): the word projection's weights as arrays,
-    the candidates' regions as stored codes."""
-
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, config: AttentionConfig) -> None:
-        self.weight = np.ascontiguousarray(np.asarray(weight, np.float32).T)  # (word_dim, dim)
-        self.bias = np.asarray(bias, np.float32)
-        self.config = config
-
-    @classmethod
-    def from_module(cls, module: CrossAttention) -> QueryReranker:
-        return cls(module.word_proj.weight.detach().numpy(), module.word_proj.bias.detach().numpy(),
-                   module.config)
-
-    def words(self, states: np.ndarray) -> np.ndarray:
-        """(L, word_dim) token states of the query's words ([CLS]/[SEP] already dropped) -> unit
-        (L, dim)."""
-        w = np.asarray(states, np.float32) @ self.weight + self.bias
-        return w / np.maximum(np.linalg.norm(w, axis=-1, keepdims=True), 1e-12)
-
-    def scores(self, words: np.ndarray, regions: np.ndarray) -> np.ndarray:
-        """Attention scores (K,) of unit `words` (L, D) against unit `regions` (K, R, D)."""
-        c = self.config
-        # plain (batched) matmuls: numpy's einsum does not use BLAS for these shapes
-        s = np.matmul(regions, words.T).transpose(0, 2, 1)  # (K, L, R) cosines
-        out = []
-        if c.direction in ("t2i", "both"):
-            a = _softmax(c.lambda_softmax * s, axis=2)
-            gram = np.matmul(regions, regions.transpose(0, 2, 1))  # (K, R, R)
-            norm2 = (np.matmul(a, gram) * a).sum(-1)
-            out.append(_pool_np((a * s).sum(-1) / np.sqrt(np.maximum(norm2, 1e-12)), c))
-        if c.direction in ("i2t", "both"):
-            a = _softmax(c.lambda_softmax * s, axis=1)
-            gram = words @ words.T  # (L, L), symmetric
-            norm2 = (np.matmul(gram, a) * a).sum(1)
-            out.append(_pool_np((a * s).sum(1) / np.sqrt(np.maximum(norm2, 1e-12)), c))
-        return out[0] if len(out) == 1 else (out[0] + out[1]) / 2
-
-    def rerank(self, global_scores: np.ndarray, states: np.ndarray, codes: np.ndarray,
-               scales: np.ndarray) -> np.ndarray:
-        """Order (best first) of K candidates: global scores (K,), the query's word states,
-        the candidates' stored codes (K, R, D) int8 and scales (K, R)."""
-        att = self.scores(self.words(states), decode_regions(codes, scales))
-        return rerank(global_scores, att, self.config.alpha)
-
-
-def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _pool_np(sims: np.ndarray, c: AttentionConfig) -> np.ndarray:
-    if c.pool == "mean":
-        return sims.mean(-1)
-    z = c.lambda_lse * sims
-    top = z.max(-1, keepdims=True)
-    return (np.log(np.exp(z - top).mean(-1)) + top[..., 0]) / c.lambda_lse
-
-
-# ---------------------------------------------------------------- storage
-
-
-def region_bytes(n_regions: int = GRID_SIDE * GRID_SIDE, dim: int = 256) -> int:
-    """Bytes one photo's region codes take: int8 values + one fp16 scale per region."""
-    return n_regions * dim + 2 * n_regions
-
-
-def encode_regions(regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(..., R, D) float regions -> (int8 codes, fp16 scales (..., R)): each region row is
-    scaled so its largest |value| is 127. Error per value <= scale/2 + the scale's own fp16
-    rounding (<= 2^-11 relative)."""
-    x = np.asarray(regions, np.float32)
-    scales = (np.abs(x).max(axis=-1) / 127.0).astype(np.float16)
-    safe = np.where(scales > 0, scales.astype(np.float32), 1.0)
-    codes = np.clip(np.rint(x / safe[..., None]), -127, 127).astype(np.int8)
-    return codes, scales
-
-
-def decode_regions(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Inverse of `encode_regions` (float32)."""
-    # one fused multiply: astype-then-multiply costs ~15x more for K = 100 photos
-    return np.multiply(codes, scales.astype(np.float32)[..., None], dtype=np.float32)
-
-
-def pack_regions(codes: np.ndarray, scales: np.ndarray) -> bytes:
-    """One photo's codes (R, D) and scales (R,) as one blob of `region_bytes` bytes."""
-    return np.ascontiguousarray(codes, np.int8).tobytes() + np.ascontiguousarray(scales, "<f2").tobytes()
-
-
-def unpack_regions(blob: bytes, n_regions: int = GRID_SIDE * GRID_SIDE, dim: int = 256) -> np.ndarray:
-    """A `pack_regions` blob -> float32 (R, D)."""
-    if len(blob) != region_bytes(n_regions, dim):
-        raise ValueError(f"region blob of {len(blob)} bytes, expected {region_bytes(n_regions, dim)}")
-    codes = np.frombuffer(blob, np.int8, n_regions * dim).reshape(n_regions, dim)
-    scales = np.frombuffer(blob, "<f2", n_regions, offset=n_regions * dim)
-    return decode_regions(codes, scales)
-
-
 # ---------------------------------------------------------------- weights on disk
 
 
@@ -285,3 +163,20 @@ def load_attention(path: Path) -> tuple[CrossAttention, dict]:
     module.load_state_dict(blob["state_dict"])
     module.eval()
     return module, blob.get("extra", {})
+
+
+def module_from_weights(weights: object) -> CrossAttention:
+    """A torch module (eval mode) from shipped weights (attention_runtime.AttentionWeights)."""
+    module = CrossAttention(weights.config)  # type: ignore[attr-defined]
+    names = {k.replace(".", "_"): k for k in module.state_dict()}
+    module.load_state_dict({names[n]: torch.from_numpy(a) for n, a in weights.arrays.items()})  # type: ignore[attr-defined]
+    module.eval()
+    return module
+
+
+def export_weights(module: CrossAttention, path: Path, model_id: str, extra: dict | None = None) -> None:
+    """The module as the plain .npz search loads without torch (attention_runtime.save_weights)."""
+    from engine.vse.attention_runtime import save_weights
+
+    arrays = {k.replace(".", "_"): v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    save_weights(path, arrays, module.config, model_id, extra)

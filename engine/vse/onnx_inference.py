@@ -249,9 +249,10 @@ def session_providers(cuda: bool, device: str | None = None) -> list[Any]:
 
 
 def make_session(
-    path: Path, threads: int, cuda: bool = False, spinning: bool = True, device: str | None = None
+    path: Path | bytes, threads: int, cuda: bool = False, spinning: bool = True, device: str | None = None
 ) -> Any:
-    """An onnxruntime InferenceSession with our thread settings."""
+    """An onnxruntime InferenceSession with our thread settings (of a graph file, or of a
+    serialised graph)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -263,7 +264,8 @@ def make_session(
     if not spinning:
         # idle pool threads would otherwise spin and take CPU from the decode threads
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=session_providers(cuda, device))
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, so, providers=session_providers(cuda, device))
 
 
 def check_session(session: Any, path: Path, model_id: str, tower: str) -> None:
@@ -273,6 +275,69 @@ def check_session(session: Any, path: Path, model_id: str, tower: str) -> None:
             f"{path} is the {props.get(META_TOWER)} graph of model {props.get(META_MODEL_ID)!r}, "
             f"not the {tower} graph of {model_id}"
         )
+
+
+# ------------------------------------------------------------------ attention re-ranking inputs
+#
+# The re-ranker (engine/reranking.py) needs two tensors the graphs compute anyway: the
+# backbone's last map (image) and MiniLM's last-layer token states (text). When re-ranking is
+# on, sessions that also output them are made in memory from the cached graph files (nothing
+# is written: the cached graphs, their sha256 and the sidecar stay as built), and the embedding
+# output is the same node, so the same values (checked: identical int8 image vectors, text
+# states within 5e-6 of torch). With re-ranking off none of this runs.
+ATTENTION_OUTPUTS_VERSION = 1  # the rules below; bump when they change
+
+
+def _inferred_shapes(proto: Any) -> dict[str, list[int]]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+    return shapes
+
+
+def grid_tensor_name(fp32_image_graph: Path) -> str:
+    """The backbone's last map in the image graph: the last 4-D tensor with a spatial extent
+    (the head's pooling follows it; mid-stage maps come before it). Read from the fp32 graph,
+    whose tensor names the int8 graph keeps."""
+    import onnx
+
+    proto = onnx.load(str(fp32_image_graph))
+    shapes = _inferred_shapes(proto)
+    names = [o for n in proto.graph.node for o in n.output
+             if len(shapes.get(o, [])) == 4 and shapes[o][2] > 1 and shapes[o][3] > 1]
+    if not names:
+        raise RuntimeCacheError(f"{fp32_image_graph} has no 4-D feature map")
+    return names[-1]
+
+
+def token_states_tensor_name(text_graph: Path) -> str:
+    """MiniLM's last-layer token states in the text graph: the last LayerNormalization output
+    (each layer ends with one; pooling and the head follow the last)."""
+    import onnx
+
+    proto = onnx.load(str(text_graph))
+    norms = [n.output[0] for n in proto.graph.node if n.op_type == "LayerNormalization"]
+    if not norms:
+        raise RuntimeCacheError(f"{text_graph} has no LayerNormalization node")
+    return norms[-1]
+
+
+def graph_with_outputs(path: Path, extra: Sequence[str]) -> bytes:
+    """The graph at `path` with `extra` intermediate tensors added as float outputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    proto = onnx.load(str(path))
+    known = {o for n in proto.graph.node for o in n.output}
+    for name in extra:
+        if name not in known:
+            raise RuntimeCacheError(f"{path} computes no tensor {name!r}")
+        proto.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return proto.SerializeToString()
 
 
 class MiniLMTokens:
@@ -414,6 +479,9 @@ class OnnxEmbedder:
         self._text_threads = threads or settings.inference_threads("text")
         self._image_session: Any = None
         self._image_lock = threading.Lock()
+        # sessions with the attention re-ranker's extra outputs, made on first use
+        self._attention_sessions: dict[str, Any] = {}
+        self._attention_lock = threading.Lock()
         text_path = self.folder / graphs["text.fp32"]["file"]
         try:
             self._text_session = make_session(text_path, self._text_threads, self.cuda, device=device)
@@ -509,6 +577,52 @@ class OnnxEmbedder:
                 unit[~mask] = self.embed_unit_texts([t for t, r in zip(texts, routed, strict=True) if not r])
             unit = _unit_rows(unit)
         return self.banks.text_vectors(unit)
+
+    # -- attention re-ranking inputs (engine/reranking.py, only when re-ranking is on)
+
+    def _attention_session(self, tower: str) -> Any:
+        with self._attention_lock:
+            sessions = self._attention_sessions
+            if tower not in sessions:
+                graphs = self.meta["graphs"]
+                if tower == "image":
+                    extra = grid_tensor_name(self.folder / graphs["image.fp32"]["file"])
+                    blob = graph_with_outputs(self._image_path, [extra])
+                    session = make_session(blob, self._image_threads, self.cuda, spinning=False,
+                                           device=self._device)
+                else:
+                    text_path = self.folder / graphs["text.fp32"]["file"]
+                    blob = graph_with_outputs(text_path, [token_states_tensor_name(text_path)])
+                    session = make_session(blob, self._text_threads, self.cuda, device=self._device)
+                sessions[tower] = session
+                log.info("ONNX %s session with attention outputs made (v%d)", tower, ATTENTION_OUTPUTS_VERSION)
+            return sessions[tower]
+
+    def embed_prepared_with_grid(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`embed_prepared`'s vectors and the backbone's last map (N, C, H, W) of one pass."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        unit, grid = self._attention_session("image").run(None, {IMAGE_INPUT: x})[:2]
+        return self.banks.image_vectors(_unit_rows(unit)), np.asarray(grid, np.float32)
+
+    def embed_texts_with_states(self, texts: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """`embed_texts`'s vectors and each text's MiniLM last-layer token states (L_i, 384),
+        [CLS] and [SEP] included, from one pass; None for a text the multilingual tower
+        embeds (MiniLM's states of it mean nothing)."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32), []
+        tower = self.multilingual
+        routed = [tower.needs(t) for t in texts] if tower is not None else [False] * len(texts)
+        if any(routed):
+            vectors = self.embed_texts(texts)
+            english = [t for t, r in zip(texts, routed, strict=True) if not r]
+            states_en = iter(self.embed_texts_with_states(english)[1]) if english else iter(())
+            return vectors, [None if r else next(states_en) for r in routed]
+        ids, mask = self._tokens(texts)
+        unit, states = self._attention_session("text").run(None, {TEXT_INPUTS[0]: ids, TEXT_INPUTS[1]: mask})[:2]
+        lengths = mask.sum(1)
+        per_text = [np.asarray(states[i, : int(lengths[i])], np.float32) for i in range(len(texts))]
+        return self.banks.text_vectors(_unit_rows(unit)), per_text
 
     def text_query(self, vector: np.ndarray) -> np.ndarray:
         """An `embed_texts` row as the query that searches photos (VSEModel.as_text_queries)."""
