@@ -99,3 +99,81 @@ def evaluate_model(
     if folds is None:
         folds = 5 if len(ds) == 5000 else 1
     return metrics_from_embeddings(img, txt, ds.caption_image, folds=folds)
+
+
+# ---------------------------------------------------------------- with attention re-ranking
+
+
+@torch.no_grad()
+def dataset_regions(model: VSEModel, paths: Sequence[Path], feature_cache: Path | None = None,
+                    batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's backbone map pooled to the re-ranker's 4x4 regions, (N, 16, C) float16,
+    and its unit embedding, from one backbone pass (or from cached features when they match)."""
+    from engine.vse.attention import pool_grid
+
+    if feature_cache is not None and (feature_cache / "done_orig").exists():
+        from training.features import load_cached
+
+        names = json.loads((feature_cache / "images.json").read_text())
+        if names == [p.name for p in paths] and model.config.tuned_blocks == 0:
+            grid, _ = load_cached(feature_cache, "orig")
+            regions = np.concatenate([pool_grid(torch.from_numpy(np.array(grid[s : s + 256]))).numpy()
+                                      for s in range(0, len(grid), 256)]).astype(np.float16)
+            return regions, embed_dataset_images(model, paths, feature_cache=feature_cache)
+    model.eval()
+    bb = model.img.backbone
+    regions, vectors = [], []
+    for s in range(0, len(paths), batch_size):
+        arrs = []
+        for p in paths[s : s + batch_size]:
+            with Image.open(p) as im:
+                arrs.append(prepare_eval(im, bb.mean, bb.std, model.config.image_size))
+        grid, stages = bb(torch.from_numpy(np.stack(arrs)))
+        pooled = torch.cat([st.mean(dim=(2, 3)) for st in stages], dim=1)
+        vectors.append(CachedImageFeatures(grid, pooled).embed(model).float().numpy())
+        regions.append(pool_grid(grid).numpy().astype(np.float16))
+    return np.concatenate(regions), np.concatenate(vectors)
+
+
+@torch.no_grad()
+def caption_token_states(model: VSEModel, captions: Sequence[str], batch_size: int = 256
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """MiniLM's last-layer token states of every caption, flattened (tokens, 384) float16, and
+    offsets (len + 1): what the search path gets from the ONNX text graph's extra output."""
+    model.eval()
+    hidden, offsets = [], [0]
+    for s in range(0, len(captions), batch_size):
+        tok = model.txt.tokenize(list(captions[s : s + batch_size]))
+        states = model.txt.bert(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
+        for row, n in zip(states, tok["attention_mask"].sum(1).tolist(), strict=True):
+            hidden.append(row[: int(n)].numpy().astype(np.float16))
+            offsets.append(offsets[-1] + int(n))
+    return np.concatenate(hidden), np.asarray(offsets, np.int64)
+
+
+def evaluate_reranked(
+    model: VSEModel, ds: CaptionDataset, weights: Any, feature_cache: Path | None = None,
+    k: int | None = None,
+) -> dict[str, Any]:
+    """R@K without and with attention re-ranking of each query's top `k` (both directions), as
+    search does it: regions stored int8, the weights' direction and alpha. One fold (the whole
+    set), so the two rows compare exactly."""
+    from engine.vse.attention import module_from_weights
+    from training.attention import Bundle, attention_matrix, global_orders, reranked_metrics
+
+    paths = [it.path for it in ds.items]
+    regions, img = dataset_regions(model, paths, feature_cache)
+    txt = embed_captions(model, ds.captions)
+    img, txt = joint_vectors(model, img, txt)
+    hidden, offsets = caption_token_states(model, ds.captions)
+    bundle = Bundle(regions, img, txt, hidden, offsets, np.asarray(ds.caption_image))
+    module = module_from_weights(weights)
+    c = module.config
+    k = int(k or c.k)
+    glob = img @ txt.T
+    att = attention_matrix(module, bundle, c.direction, int8=True)
+    orders = global_orders(glob)
+    without = reranked_metrics(glob, att, 0.0, k, bundle.caption_image, orders)
+    with_att = reranked_metrics(glob, att, float(c.alpha), k, bundle.caption_image, orders)
+    return {"n_images": len(img), "k": k, "alpha": float(c.alpha), "direction": c.direction,
+            "attention_id": weights.attention_id, "without": without, "with": with_att}

@@ -214,3 +214,45 @@ def test_numpy_query_reranker_matches_torch(direction: str, pool: str) -> None:
     dec = torch.from_numpy(decode_regions(codes, scales))
     att = attention_scores(m.words(states), torch.ones(1, 5), dec, c)[:, 0].detach().numpy()
     assert q.rerank(g, states[0].numpy(), codes, scales).tolist() == rerank(g, att, 0.7).tolist()
+
+
+def test_numpy_pool_grid_and_region_projection_match_torch(tmp_path) -> None:
+    from engine.vse.attention import export_weights, module_from_weights
+    from engine.vse.attention_runtime import load_weights
+    from engine.vse.attention_runtime import pool_grid as pool_grid_np
+
+    g = torch.Generator().manual_seed(3)
+    grid = torch.rand(3, 12, 7, 7, generator=g) * 6
+    assert np.allclose(pool_grid_np(grid.numpy()), pool_grid(grid).numpy(), atol=1e-6)
+    module = CrossAttention(AttentionConfig(word_dim=10, region_dim=12, dim=8, alpha=0.3, direction="i2t"))
+    with torch.no_grad():  # LayerNorm away from its identity init
+        module.region_norm.weight.uniform_(0.5, 1.5)
+        module.region_norm.bias.uniform_(-0.2, 0.2)
+    module.eval()
+    export_weights(module, tmp_path / "a.npz", "vse-test")
+    w = load_weights(tmp_path / "a.npz", "vse-test")
+    assert w is not None and w.config == module.config and w.attention_id.startswith("att-")
+    with torch.no_grad():
+        ref = module.regions(pool_grid(grid)).numpy()
+        states = torch.randn(5, 10, generator=g)
+        ref_words = module.words(states[None])[0].numpy()
+    assert np.allclose(w.regions(pool_grid_np(grid.numpy())), ref, atol=1e-5)
+    assert np.allclose(w.query_reranker().words(states.numpy()), ref_words, atol=1e-5)
+    back = module_from_weights(w)
+    for k, v in module.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v)
+    # the file is plain numpy: no pickles needed to read it
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as z:
+        assert "meta" in z and z["region_proj_weight"].shape == (8, 12)
+    assert load_weights(tmp_path / "a.npz", "vse-other") is None
+    assert load_weights(tmp_path / "missing.npz", "vse-test") is None
+
+
+def test_numpy_strip_special_matches_torch() -> None:
+    from engine.vse.attention_runtime import strip_special as strip_np
+
+    for n in (2, 3, 7):
+        states = torch.randn(1, n, 4)
+        words, mask = strip_special(states, torch.ones(1, n, dtype=torch.long))
+        kept = words[0][mask[0].bool()].numpy()
+        assert np.array_equal(strip_np(states[0].numpy()), kept)
