@@ -284,8 +284,9 @@ def check_session(session: Any, path: Path, model_id: str, tower: str) -> None:
 # on, sessions that also output them are made in memory from the cached graph files (nothing
 # is written: the cached graphs, their sha256 and the sidecar stay as built), and the embedding
 # output is the same node, so the same values (checked: identical int8 image vectors, text
-# states within 5e-6 of torch). With re-ranking off none of this runs.
-ATTENTION_OUTPUTS_VERSION = 1  # the rules below; bump when they change
+# states within 5e-6 of torch, the int8 graph's pooled regions at cosine >= 0.96 to torch's
+# fp32 ones). With re-ranking off none of this runs.
+ATTENTION_OUTPUTS_VERSION = 2  # the rules below; bump when they change (2: QDQ-dequantised map)
 
 
 def _inferred_shapes(proto: Any) -> dict[str, list[int]]:
@@ -327,15 +328,27 @@ def token_states_tensor_name(text_graph: Path) -> str:
 
 
 def graph_with_outputs(path: Path, extra: Sequence[str]) -> bytes:
-    """The graph at `path` with `extra` intermediate tensors added as float outputs."""
+    """The graph at `path` with `extra` intermediate tensors added as float outputs. In an
+    int8 (QDQ) graph a tensor that is quantised is output as the next layers see it, after
+    QuantizeLinear -> DequantizeLinear: the quantiser folds activations such as ReLU6 into
+    that range, so the tensor itself can be the map before its activation."""
     import onnx
     from onnx import TensorProto, helper
 
     proto = onnx.load(str(path))
     known = {o for n in proto.graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in proto.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
     for name in extra:
         if name not in known:
             raise RuntimeCacheError(f"{path} computes no tensor {name!r}")
+        quant = [n for n in consumers.get(name, []) if n.op_type == "QuantizeLinear"]
+        if quant:
+            deq = [n for n in consumers.get(quant[0].output[0], []) if n.op_type == "DequantizeLinear"]
+            if deq:
+                name = deq[0].output[0]
         proto.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     return proto.SerializeToString()
 
