@@ -46,10 +46,12 @@ class AttentionInputs(Protocol):
 class Reranker:
     """The attention weights of one model, with the embedder that feeds them."""
 
-    def __init__(self, weights: AttentionWeights, embedder: AttentionInputs, k: int | None = None) -> None:
+    def __init__(self, weights: AttentionWeights, embedder: AttentionInputs, k: int | None = None,
+                 caption_k: int | None = None) -> None:
         self.weights = weights
         self.embedder = embedder
-        self.k = int(k if k is not None else settings.RERANK_K)
+        self.k = int(k if k is not None else settings.RERANK_K)  # photos of a text query
+        self.caption_k = int(caption_k if caption_k is not None else settings.RERANK_CAPTIONS_K)
         self.scorer = weights.query_reranker()
 
     @property
@@ -86,7 +88,7 @@ class Reranker:
     def photo_scores(self, word_states: Sequence[np.ndarray], blobs: Sequence[bytes]) -> np.ndarray:
         """Attention score (K,) of each photo (packed codes) for a query: the mean over its
         terms (each term's words, [CLS]/[SEP] dropped) of the configured score."""
-        regions = np.stack([self.weights.unpack(b) for b in blobs])
+        regions = self.weights.unpack_many(list(blobs))
         scores = [self.scorer.scores(self.scorer.words(s), regions) for s in word_states]
         return np.mean(scores, axis=0)
 

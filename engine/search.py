@@ -23,7 +23,7 @@ searches it as any other query. `like_photo` adds a photo's own vector as a posi
 
 Attention re-ranking (an option, off by default; engine/reranking.py): with a `Reranker`, a
 text query's top RERANK_K hits are reordered by global + alpha * attention and "find similar
-captions" reorders its top RERANK_K captions likewise. Hits keep their own (global) scores;
+captions" reorders its top RERANK_CAPTIONS_K captions likewise. Hits keep their own (global) scores;
 the confident count and the strength of each position stay those of the global answer, so the
 re-ranked photos fill the same slots. A query refined from a photo, or with a term the
 multilingual tower embeds, keeps its global order, as do photos without stored region codes.
@@ -659,17 +659,18 @@ class SearchService:
         """similar_captions with its top K captions reordered by global + alpha * attention
         (the photo's stored regions against each caption's words); strengths stay per place."""
         order = np.argsort(-scores)
-        top = [int(j) for j in order[: max(reranker.k, int(top_k))]]
+        k = reranker.caption_k
+        top = [int(j) for j in order[: max(k, int(top_k))]]
         blob = self.catalog.region_codes_for_hash(row.content_hash or "", embedder.model_id,
                                                   reranker.attention_id)
         ranked = top
         if blob is not None and len(top) > 1:
-            head = top[: reranker.k]
+            head = top[:k]
             states = self.text_states([texts[j] for j in head], embedder, reranker)
             have = [p for p, st in enumerate(states) if st is not None]
             att = reranker.caption_scores(blob, [states[p] for p in have]) if have else np.zeros(0)
             new = reranker.reorder(scores[head], dict(zip(have, att.tolist(), strict=True)))
-            ranked = [head[p] for p in new] + top[reranker.k :]
+            ranked = [head[p] for p in new] + top[k:]
         keep = max(0, int(top_k))
         best = float(scores[order[0]]) if keep and len(order) else None
         cutoff = Cutoff.for_scores(best, scores)

@@ -13,6 +13,7 @@ global + alpha * attention. Every choice (epoch, direction, alpha, lambda) is ma
     python -m training.attention evaluate --val B_VAL.npz --weights att.pt
     python -m training.attention latency --weights att.pt --photos 100000
     python -m training.attention ship --weights att.pt --out engine/assets/attention.npz
+    python -m training.attention search-eval --data ../shared/data/f30k8k_val --library /tmp/lib
 
 A bundle (.npz) holds one split: pooled region features (N, 16, 1280) fp16, the shipped model's
 joint vectors of images and captions (their inner products are its scores), token states
@@ -429,6 +430,60 @@ def run_ship(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_search_eval(args: argparse.Namespace) -> int:
+    """The app's own path end to end: index a split's images with re-ranking on (ONNX int8
+    image graph + its backbone map, region codes in the catalog), then search every caption
+    through Library.search_text with re-ranking off and on: text->image R@1/5/10 and the
+    query latency of each (the text pass included)."""
+    from engine.embedder import load_embedder
+    from engine.library import Library
+    from training.data import load_dataset
+
+    ds = load_dataset(args.data)
+    names = {Path(it.path).name: i for i, it in enumerate(ds.items)}
+    embedder = load_embedder(None)
+    with Library.open(args.library, embedder, rerank=True) as lib:
+        if not lib.reranking:
+            print("error: no attention weights for this model, or not the ONNX runtime", file=sys.stderr)
+            return 2
+        lib.add_folder(Path(ds.items[0].path).parent)
+        t = time.perf_counter()
+        lib.index()
+        index_s = time.perf_counter() - t
+    captions = ds.captions[: args.limit] if args.limit else ds.captions
+    out: dict[str, Any] = {"images": len(ds.items), "captions": len(captions), "index_s": index_s}
+    embedder = load_embedder(None)
+    libs = {name: Library.open(args.library, embedder, read_only=True, rerank=name == "rerank")
+            for name in ("global", "rerank")}
+    ranks: dict[str, list[int]] = {n: [] for n in libs}
+    times: dict[str, list[float]] = {n: [] for n in libs}
+    try:
+        for lib in libs.values():
+            lib.search_text("warm up", top_k=10, remember=False)
+        for c, cap in enumerate(captions):
+            # alternate off / on per query (which goes first too), so load shifts hit both alike
+            for name in (("global", "rerank") if c % 2 == 0 else ("rerank", "global")):
+                t = time.perf_counter()
+                hits = libs[name].search_text(cap, top_k=10, remember=False).hits
+                times[name].append((time.perf_counter() - t) * 1000)
+                found = [names.get(Path(h.path).name) for h in hits]
+                want = int(ds.caption_image[c])
+                ranks[name].append(found.index(want) if want in found else 10)
+    finally:
+        for lib in libs.values():
+            lib.close()
+    for name in libs:
+        r = np.asarray(ranks[name])
+        out[name] = {"t2i_r1": float((r < 1).mean() * 100), "t2i_r5": float((r < 5).mean() * 100),
+                     "t2i_r10": float((r < 10).mean() * 100),
+                     "query_ms_p50": float(np.percentile(times[name], 50)),
+                     "query_ms_p99": float(np.percentile(times[name], 99))}
+    added = np.asarray(times["rerank"]) - np.asarray(times["global"])
+    out["added_ms_p50"] = float(np.percentile(added, 50))
+    print(json.dumps(out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.attention", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -477,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     p.add_argument("--out", type=Path, default=Path("engine/assets/attention.npz"))
+    p = sub.add_parser("search-eval", help="t2i R@K and query latency through the app's search, off and on")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--library", type=Path, required=True, help="a scratch library folder")
+    p.add_argument("--limit", type=int, default=0, help="only the first N captions")
     args = ap.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -486,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {path} does not exist", file=sys.stderr)
             return 2
     handlers = {"prepare": run_prepare, "train": run_train, "evaluate": run_evaluate, "latency": run_latency,
-                "ship": run_ship}
+                "ship": run_ship, "search-eval": run_search_eval}
     return handlers[args.cmd](args)
 
 

@@ -200,6 +200,18 @@ def unpack_regions(blob: bytes, n_regions: int = GRID_SIDE * GRID_SIDE, dim: int
     return decode_regions(codes, scales)
 
 
+def unpack_many(blobs: list[bytes], n_regions: int = GRID_SIDE * GRID_SIDE, dim: int = 256) -> np.ndarray:
+    """`pack_regions` blobs -> float32 (K, R, D), decoded at once (K separate unpacks cost
+    ~20 us each, most of the re-ranking of 100 candidates)."""
+    size = region_bytes(n_regions, dim)
+    if any(len(b) != size for b in blobs):
+        raise ValueError(f"region blobs must be {size} bytes each")
+    raw = np.frombuffer(b"".join(blobs), np.uint8).reshape(len(blobs), size)
+    codes = raw[:, : n_regions * dim].view(np.int8).reshape(len(blobs), n_regions, dim)
+    scales = np.ascontiguousarray(raw[:, n_regions * dim :]).view("<f2").reshape(len(blobs), n_regions)
+    return decode_regions(codes, scales)
+
+
 # ---------------------------------------------------------------- the shipped weights
 
 
@@ -231,6 +243,9 @@ class AttentionWeights:
 
     def unpack(self, blob: bytes) -> np.ndarray:
         return unpack_regions(blob, GRID_SIDE * GRID_SIDE, self.config.dim)
+
+    def unpack_many(self, blobs: list[bytes]) -> np.ndarray:
+        return unpack_many(blobs, GRID_SIDE * GRID_SIDE, self.config.dim)
 
     def query_reranker(self) -> QueryReranker:
         return QueryReranker(self.arrays["word_proj_weight"], self.arrays["word_proj_bias"], self.config)

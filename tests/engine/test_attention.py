@@ -256,3 +256,17 @@ def test_numpy_strip_special_matches_torch() -> None:
         words, mask = strip_special(states, torch.ones(1, n, dtype=torch.long))
         kept = words[0][mask[0].bool()].numpy()
         assert np.array_equal(strip_np(states[0].numpy()), kept)
+
+
+def test_unpack_many_is_unpack_of_each() -> None:
+    from engine.vse.attention_runtime import unpack_many
+
+    rng = np.random.default_rng(5)
+    codes, scales = encode_regions(rng.normal(size=(4, 16, 8)).astype(np.float32))
+    blobs = [pack_regions(c, s) for c, s in zip(codes, scales, strict=True)]
+    many = unpack_many(blobs, 16, 8)
+    assert many.shape == (4, 16, 8)
+    for i, b in enumerate(blobs):
+        assert np.array_equal(many[i], unpack_regions(b, 16, 8))
+    with pytest.raises(ValueError):
+        unpack_many([blobs[0][:-1]], 16, 8)
