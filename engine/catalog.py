@@ -981,6 +981,20 @@ class Catalog:
             out.update((int(r[0]), bytes(r[1])) for r in rows)
         return out
 
+    def photos_missing_region_codes(self, model_id: str, attention_id: str) -> list[PhotoRow]:
+        """Indexed photos whose bytes have a vector for `model_id` but no region codes from
+        these weights (indexed before re-ranking was on)."""
+        missing = "" if not self.has_region_codes_table() else (
+            "AND NOT EXISTS (SELECT 1 FROM region_codes r WHERE r.content_hash = photos.content_hash "
+            "AND r.model_id = ? AND r.attention_id = ?) "
+        )
+        params = (model_id,) + ((model_id, attention_id) if missing else ())
+        return self._photos(
+            "status = 'ok' AND content_hash IS NOT NULL AND EXISTS (SELECT 1 FROM embeddings e "
+            f"WHERE e.content_hash = photos.content_hash AND e.model_id = ?) {missing}ORDER BY id",
+            params,
+        )
+
     def region_codes_for_hash(self, digest: str, model_id: str, attention_id: str) -> bytes | None:
         """The packed region codes stored for these bytes, or None."""
         if not self.has_region_codes_table():

@@ -297,6 +297,50 @@ class Indexer:
             done += len(ready)
         return done
 
+    def fill_region_codes(
+        self, progress: ProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> int:
+        """Re-ranking on: store region codes for photos indexed without them (before the
+        option was on). Their vectors and rows are untouched; files whose bytes changed since
+        are left for the next pass. Returns how many got codes."""
+        reranker = self.reranker
+        if reranker is None or reranker.model_id != self.embedder.model_id:
+            return 0
+        model_id = self.embedder.model_id
+        seen: set[str] = set()
+        todo = []
+        for r in self.catalog.photos_missing_region_codes(model_id, reranker.attention_id):
+            if r.content_hash not in seen:
+                seen.add(r.content_hash or "")
+                todo.append(Candidate(r.path, r.size or 0, r.mtime_ns or 0, r.folder_id, r))
+        if not todo:
+            return 0
+        log.info("storing region codes of %d photos indexed before re-ranking was on", len(todo))
+        state = PipelineState(total=len(todo))
+        done = 0
+        for batch in prepared_batches(
+            todo,
+            lambda c: prepare_file(c, self.embedder, set(), self.thumbs_dir),
+            state,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            progress=progress,
+            cancel=cancel,
+        ):
+            ready = [
+                p for c, p in batch if p.kind == EMBED and c.row and p.digest == c.row.content_hash
+            ]
+            if not ready:
+                continue
+            _, blobs = reranker.embed_prepared(np.stack([p.array for p in ready]))
+            with self.catalog.write() as w:
+                w.put_region_codes(
+                    model_id, reranker.attention_id,
+                    {p.digest or "": b for p, b in zip(ready, blobs, strict=True)},
+                )
+            done += len(ready)
+        return done
+
     # -- the pass ----------------------------------------------------------------------
 
     def _run(

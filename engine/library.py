@@ -429,7 +429,12 @@ class Library:
         """Full reconcile of every folder (new, changed, moved, removed, offline)."""
         self._require_writable()
         with self._pass_lock:
-            return self._indexer().reconcile(progress, cancel)
+            indexer = self._indexer()
+            report = indexer.reconcile(progress, cancel)
+            if indexer.reranker is not None and not report.cancelled:
+                # re-ranking on: photos indexed before it get their region codes now
+                indexer.fill_region_codes(progress, cancel)
+            return report
 
     def index_paths(
         self,

@@ -189,9 +189,11 @@ def test_text_search_reranks_the_top_k_as_the_naive_reference(tmp_path, weights,
 def test_photos_without_codes_keep_their_global_places(tmp_path, weights, photos, make_image):
     lib_dir = tmp_path / "lib"
     _index(lib_dir, photos, rerank=False)  # indexed before the option: no codes
-    for i in range(24, 32):
-        make_image(f"p{i:02d}.png", colour=COLOURS[i % len(COLOURS)], size=(32, 24), seed=i)
-    _index(lib_dir, photos, rerank=True)  # only the 8 new photos get codes
+    added = [make_image(f"p{i:02d}.png", colour=COLOURS[i % len(COLOURS)], size=(32, 24), seed=i)
+             for i in range(24, 32)]
+    with Library.open(lib_dir, AttentionFake(dim=32), rerank=True) as lib:
+        lib.index_paths(added)  # the watcher's path: only the 8 new photos get codes
+        assert lib.catalog.count_region_codes(lib.embedder.model_id, lib._reranker(lib.embedder).attention_id) == 8
     with Library.open(lib_dir, AttentionFake(dim=32), read_only=True, rerank=False) as lib:
         plain = [h.path for h in lib.search_text("red dog", top_k=32, remember=False).hits]
     with Library.open(lib_dir, AttentionFake(dim=32), read_only=True, rerank=True) as lib:
@@ -202,6 +204,19 @@ def test_photos_without_codes_keep_their_global_places(tmp_path, weights, photos
         if a not in new:
             assert b == a, f"place {place}: a photo without codes moved"
     assert [p for p in reranked if p in new] != [p for p in plain if p in new]
+
+
+def test_a_full_pass_with_the_option_on_fills_in_codes_of_earlier_photos(tmp_path, weights, photos):
+    lib_dir = tmp_path / "lib"
+    _index(lib_dir, photos, rerank=False)
+    with Library.open(lib_dir, AttentionFake(dim=32), rerank=True) as lib:
+        before = lib.catalog.indexable_vectors(lib.embedder.model_id)[1]
+        report = lib.index()
+        assert report.indexed == 0 and report.unchanged == 24  # no photo re-indexed
+        attention_id = lib._reranker(lib.embedder).attention_id
+        assert lib.catalog.count_region_codes(lib.embedder.model_id, attention_id) == 24
+        assert lib.catalog.photos_missing_region_codes(lib.embedder.model_id, attention_id) == []
+        assert np.array_equal(before, lib.catalog.indexable_vectors(lib.embedder.model_id)[1])
 
 
 def test_option_off_gives_identical_results(tmp_path, weights, photos, monkeypatch):
