@@ -271,11 +271,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rr = m["reranked"]
         print(f"attention re-ranking of the top {rr['k']} ({rr['direction']}, alpha {rr['alpha']:g}, "
               f"regions int8; {rr['n_images']} images, one fold)")
-        print("                      i2t R@1   R@5  R@10   t2i R@1   R@5  R@10    rsum")
+        heads = [f"{d} {r}" for d in ("i2t", "t2i") for r in ("R@1", "R@5", "R@10")] + ["rsum"]
+        print(" " * 20 + "  ".join(f"{h:>8}" for h in heads))
         for label, key in (("without re-ranking", "without"), ("with re-ranking", "with")):
             x = rr[key]
-            print(f"  {label:<18}  " + "  ".join(f"{x[d][r]:6.1f}" for d in ("i2t", "t2i") for r in ("r1", "r5", "r10"))
-                  + f"  {x['rsum']:6.1f}")
+            values = [x[d][r] for d in ("i2t", "t2i") for r in ("r1", "r5", "r10")] + [x["rsum"]]
+            print(f"  {label:<18}" + "  ".join(f"{v:8.1f}" for v in values))
     return 0
 
 
