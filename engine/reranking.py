@@ -32,6 +32,9 @@ class AttentionInputs(Protocol):
     """What an embedder offers for re-ranking, besides the Embedder protocol."""
 
     model_id: str
+    # names how the map and states are taken out of the model (OnnxEmbedder: the rule that
+    # picks the graph outputs); part of the stored codes' key, so a new rule re-computes them
+    attention_outputs_version: int
 
     def embed_prepared_with_grid(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`embed_prepared`'s vectors (N, dim) and the backbone's last maps (N, C, H, W)."""
@@ -60,7 +63,8 @@ class Reranker:
 
     @property
     def attention_id(self) -> str:
-        return self.weights.attention_id
+        """Which stored codes fit: these weights, over maps taken out by this rule."""
+        return f"{self.weights.attention_id}.v{self.embedder.attention_outputs_version}"
 
     @property
     def alpha(self) -> float:

@@ -457,6 +457,7 @@ class OnnxEmbedder:
     """
 
     runtime = "onnx"
+    attention_outputs_version = ATTENTION_OUTPUTS_VERSION  # engine/reranking.py
 
     def __init__(
         self,

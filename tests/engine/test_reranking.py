@@ -29,6 +29,8 @@ class AttentionFake(FakeEmbedder):
     """FakeEmbedder plus what re-ranking reads: a (N, 8, 4, 4) 'backbone map' from the 4x4
     thumbnail and seeded per-word 'token states' between [CLS] and [SEP]."""
 
+    attention_outputs_version = 1
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         rng = np.random.default_rng(7)
@@ -138,6 +140,7 @@ def test_region_codes_are_stored_by_hash_and_model_and_survive_a_move(tmp_path, 
         # other model, other weights: nothing
         assert cat.region_codes_for_hash(row.content_hash, "other-model", reranker.attention_id) is None
         assert cat.region_codes_for_hash(row.content_hash, lib.embedder.model_id, "att-other") is None
+        assert reranker.attention_id.endswith(".v1")
     moved = photos / "sub" / "p03-moved.png"
     moved.parent.mkdir()
     shutil.move(photos / "p03.png", moved)
