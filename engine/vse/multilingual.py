@@ -210,9 +210,17 @@ class MultilingualHead:
     unit(y + weight * unit(their weighted mean, back in the joint space)). A translated
     description lands near, not on, the English ones (USE puts a caption and its Chinese
     version at cosine ~0.66); pulling it onto the manifold of real captions recovers part of
-    what the translation lost (docs/MODEL.md "Queries in 16 languages")."""
+    what the translation lost (docs/MODEL.md "Queries in 16 languages").
 
-    ARRAYS = ("fc_w", "fc_b", "mlp1_w", "mlp1_b", "mlp2_w", "mlp2_b", "mem_basis", "mem_codes", "mem_scale")
+    The pivot memory (when the asset has one): the USE vectors of the same captions, int8 in a
+    PCA basis of USE space. The query's own USE vector finds its k nearest English captions
+    there (USE is trained for cross-lingual sentence retrieval), and the softmax-weighted mean
+    of those captions' joint-space embeddings (the caption memory's rows) is added too:
+    unit(y + weight * unit(memory pull) + pivot weight * unit(pivot pull)). It bypasses the
+    head, whose map from USE into the joint space is what loses detail among similar photos."""
+
+    ARRAYS = ("fc_w", "fc_b", "mlp1_w", "mlp1_b", "mlp2_w", "mlp2_b", "mem_basis", "mem_codes", "mem_scale",
+              "piv_basis", "piv_codes", "piv_scale")
 
     def __init__(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         t = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()}
@@ -230,6 +238,16 @@ class MultilingualHead:
             self.mem_k = int(opts.get("k", 16))
             self.mem_tau = float(opts.get("tau", 0.05))
             self.mem_weight = float(opts.get("weight", 0.5))
+        self.pivot: tuple[torch.Tensor, torch.Tensor] | None = None
+        if "piv_codes" in t and self.memory is not None:
+            # (512, r) basis and (n, r) float32 keys, one row per caption memory row
+            self.pivot = (t["piv_basis"], t["piv_codes"] * t["piv_scale"][:, None])
+            if len(self.pivot[1]) != len(self.memory[1]):
+                raise ValueError("the pivot memory's rows are not the caption memory's")
+            opts = meta.get("pivot", {})
+            self.piv_k = int(opts.get("k", 16))
+            self.piv_tau = float(opts.get("tau", 0.05))
+            self.piv_weight = float(opts.get("weight", 0.5))
 
     @classmethod
     def read(cls, path: Path) -> MultilingualHead:
@@ -263,11 +281,24 @@ class MultilingualHead:
         if self.memory is None or len(y) == 0:
             return y
         basis, keys = self.memory
-        sims = (y @ basis) @ keys.T
-        top = sims.topk(min(self.mem_k, len(keys)), dim=1)
-        w = torch.softmax(top.values / self.mem_tau, dim=1)
-        pulled = torch.einsum("qk,qkr->qr", w, keys[top.indices]) @ basis.T
-        return F.normalize(y + self.mem_weight * F.normalize(pulled, dim=-1), dim=-1)
+        out = y
+        if self.mem_weight:
+            out = out + self.mem_weight * _pull(y @ basis, keys, keys, basis, self.mem_k, self.mem_tau)
+        if self.pivot is not None and self.piv_weight:
+            piv_basis, piv_keys = self.pivot
+            u = F.normalize(x, dim=-1) @ piv_basis
+            out = out + self.piv_weight * _pull(u, piv_keys, keys, basis, self.piv_k, self.piv_tau)
+        return F.normalize(out, dim=-1)
+
+
+def _pull(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, basis: torch.Tensor, k: int, tau: float
+) -> torch.Tensor:
+    """unit(softmax(top-k query . key / tau)-weighted mean of those rows' values), the values
+    given in `basis` coordinates and returned in the joint space."""
+    top = (query @ keys.T).topk(min(k, len(keys)), dim=1)
+    w = torch.softmax(top.values / tau, dim=1)
+    return F.normalize(torch.einsum("qk,qkr->qr", w, values[top.indices]) @ basis.T, dim=-1)
 
 
 class MultilingualTextTower:

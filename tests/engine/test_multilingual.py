@@ -126,13 +126,26 @@ def memory_arrays(out_dim: int, n: int = 40, rank: int = 6, seed: int = 1) -> di
     }
 
 
+def pivot_arrays(n: int = 40, rank: int = 5, seed: int = 2) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((ml.USE_DIM, rank)))
+    return {
+        "piv_basis": basis.astype(np.float32),
+        "piv_codes": rng.integers(-127, 128, (n, rank)).astype(np.int8),
+        "piv_scale": rng.uniform(0.002, 0.01, n).astype(np.float32),
+    }
+
+
 MEMORY = {"k": 4, "tau": 0.05, "weight": 0.5}
+PIVOT = {"k": 3, "tau": 0.05, "weight": 0.25}
 
 
-def naive_head(arrays: dict[str, np.ndarray], x: np.ndarray, memory: dict = MEMORY) -> np.ndarray:
+def naive_head(arrays: dict[str, np.ndarray], x: np.ndarray, memory: dict = MEMORY, pivot: dict = PIVOT) -> np.ndarray:
     """The head written out: y = unit(fc(x) [+ W2 gelu(W1 x + b1) + b2]) from fp16 weights;
     with a caption memory, the k keys (int8 code x row scale) of highest (basis^T y) . key,
-    softmax(score / tau) weights, m = unit(basis @ weighted mean), unit(y + weight * m)."""
+    softmax(score / tau) weights, m = unit(basis @ weighted mean), unit(y + weight * m); with a
+    pivot memory too, the same over its keys for (pivot basis^T unit(x)), averaging the caption
+    memory's rows: p, and unit(y + weight * m + pivot weight * p)."""
     a = {
         k: (v.astype(np.float64) if np.issubdtype(v.dtype, np.integer) else v.astype(np.float16).astype(np.float64))
         for k, v in arrays.items()
@@ -153,8 +166,16 @@ def naive_head(arrays: dict[str, np.ndarray], x: np.ndarray, memory: dict = MEMO
             e = [math.exp(scores[j] / memory["tau"]) for j in best]
             mean = sum(w / sum(e) * keys[j] for w, j in zip(e, best, strict=True))
             m = a["mem_basis"] @ mean
-            y = y + memory["weight"] * m / np.linalg.norm(m)
-            y = y / np.linalg.norm(y)
+            total = y + memory["weight"] * m / np.linalg.norm(m)
+            if "piv_codes" in a:
+                pkeys = [a["piv_codes"][j] * a["piv_scale"][j] for j in range(len(a["piv_codes"]))]
+                u = a["piv_basis"].T @ (row / np.linalg.norm(row))
+                pscores = [float(u @ key) for key in pkeys]
+                best = sorted(range(len(pkeys)), key=lambda j: -pscores[j])[: pivot["k"]]
+                e = [math.exp(pscores[j] / pivot["tau"]) for j in best]
+                p = a["mem_basis"] @ sum(w / sum(e) * keys[j] for w, j in zip(e, best, strict=True))
+                total = total + pivot["weight"] * p / np.linalg.norm(p)
+            y = total / np.linalg.norm(total)
         out.append(y)
     return np.array(out)
 
@@ -164,13 +185,15 @@ def write_head(path, model_id: str, arrays, encoder_sha: str | None = None) -> N
     meta = {"model_id": model_id, "encoder": {"package": ml.USE_PACKAGE, "sha256": sha}}
     if "mem_codes" in arrays:
         meta["memory"] = MEMORY
+    if "piv_codes" in arrays:
+        meta["pivot"] = PIVOT
     MultilingualHead.write(path, arrays, meta)
 
 
 @pytest.mark.parametrize("mlp", [False, True])
-@pytest.mark.parametrize("memory", [False, True])
+@pytest.mark.parametrize("memory", [False, True, "pivot"])
 def test_head_round_trips_and_computes_the_written_out_formula(tmp_path, mlp, memory):
-    arrays = head_arrays(DIM, mlp) | (memory_arrays(DIM) if memory else {})
+    arrays = head_arrays(DIM, mlp) | (memory_arrays(DIM) if memory else {}) | (pivot_arrays() if memory == "pivot" else {})
     path = tmp_path / "head.npz"
     write_head(path, "vse-x", arrays)
     with np.load(path, allow_pickle=False) as z:  # plain arrays only: no pickles
@@ -184,8 +207,19 @@ def test_head_round_trips_and_computes_the_written_out_formula(tmp_path, mlp, me
     want = naive_head(arrays, x)
     np.testing.assert_allclose(got, want, atol=1e-5)
     if memory:  # the memory moved the vectors (else this test could not tell it ran)
-        plain = naive_head({k: v for k, v in arrays.items() if not k.startswith("mem_")}, x)
+        plain = naive_head({k: v for k, v in arrays.items() if not k.startswith(("mem_", "piv_"))}, x)
         assert np.abs(plain - want).max() > 0.05
+    if memory == "pivot":  # and so did the pivot
+        no_pivot = naive_head({k: v for k, v in arrays.items() if not k.startswith("piv_")}, x)
+        assert np.abs(no_pivot - want).max() > 0.05
+
+
+def test_pivot_rows_must_be_the_memory_rows(tmp_path):
+    arrays = head_arrays(DIM, False) | memory_arrays(DIM, n=40) | pivot_arrays(n=39)
+    path = tmp_path / "head.npz"
+    write_head(path, "vse-x", arrays)
+    with pytest.raises(ValueError, match="rows"):
+        MultilingualHead.read(path)
 
 
 @pytest.fixture(scope="module")

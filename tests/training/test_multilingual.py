@@ -48,3 +48,45 @@ def test_trained_head_arrays_run_the_same_in_the_engine():
         with torch.no_grad():
             want = head(x)
         torch.testing.assert_close(engine(x), want, atol=2e-3, rtol=0)
+
+
+def test_selection_photos_are_held_out_of_fit_with_their_captions():
+    from training.multilingual import SplitArrays, selection_photos, split_selection
+
+    n_images, per = 30, 3
+    caption_image = np.repeat(np.arange(n_images), per)
+    rng = np.random.default_rng(0)
+    train = SplitArrays(use=rng.standard_normal((len(caption_image), 4)).astype(np.float32),
+                        texts=rng.standard_normal((len(caption_image), 6)).astype(np.float32),
+                        images=rng.standard_normal((n_images, 6)).astype(np.float32),
+                        caption_image=caption_image)
+    selected = selection_photos(n_images, every=7)
+    assert selected.sum() == 5 and selected[0] and selected[7] and not selected[1]
+    fit, held, fit_captions = split_selection(train, selected)
+    assert len(held.images) == 5 and len(fit.images) == 25
+    assert fit_captions.sum() == 75 and len(held.use) == 15
+    # every caption still points at its own photo, in its part's numbering
+    for part, photos, caps in ((fit, ~selected, fit_captions), (held, selected, ~fit_captions)):
+        originals = np.flatnonzero(photos)
+        np.testing.assert_array_equal(part.images, train.images[originals])
+        np.testing.assert_array_equal(originals[part.caption_image], caption_image[caps])
+        np.testing.assert_array_equal(part.use, train.use[caps])
+
+
+def test_pivot_keys_are_the_memory_rows_in_use_space_and_respect_allowed():
+    texts = low_rank_captions()
+    use = low_rank_captions(dim=20, rank=4, seed=5)
+    captions = [f"caption {i}" for i in range(len(texts))]
+    allowed = np.ones(len(texts), bool)
+    allowed[10:20] = False  # e.g. the selection photos' captions
+    mem = build_memory(texts, captions, MemoryOptions(rank=5, piv_rank=4, piv_weight=0.5), use, allowed)
+    kept = np.flatnonzero(allowed)
+    assert mem["mem_codes"].shape == (50, 5) and mem["piv_codes"].shape == (50, 4)
+    assert mem["piv_codes"].dtype == np.int8
+    keys = mem["mem_codes"] * mem["mem_scale"][:, None]
+    np.testing.assert_allclose(keys @ mem["mem_basis"].T, texts[kept], atol=0.02)
+    pkeys = mem["piv_codes"] * mem["piv_scale"][:, None]
+    np.testing.assert_allclose(pkeys @ mem["piv_basis"].T, use[kept], atol=0.02)
+    # no pivot at weight 0, nor without USE vectors
+    assert "piv_codes" not in build_memory(texts, captions, MemoryOptions(rank=5, piv_weight=0.0), use)
+    assert "piv_codes" not in build_memory(texts, captions, MemoryOptions(rank=5))
