@@ -37,7 +37,7 @@ class Recipe:
         if self.text_cache == "pooled" and (
             self.model.text_encoder not in TRANSFORMER_TEXT_ENCODERS or self.model.tuned_layers > 0 or self.options.text_dropout > 0
         ):
-            raise ValueError("pooled text features need a frozen transformer text tower (minilm, mpnet) and no token dropout")
+            raise ValueError("pooled text features need a frozen MiniLM or MPNet text tower and no token dropout")
         if self.model.finetune and self.cached_features:
             raise ValueError("cached features need a frozen backbone")
 
