@@ -21,6 +21,14 @@ CAPTION_BANK = ASSETS_DIR / "caption_bank.txt"
 IMAGE_INT8_CALIBRATION = ASSETS_DIR / "default_model.int8-calibration.json"
 # The multilingual query tower's head (engine/vse/multilingual.py): its meta names its model.
 MULTILINGUAL_HEAD = ASSETS_DIR / "multilingual_head.npz"
+# Chinese queries also read by the English tower through a word-by-word CC-CEDICT gloss
+# (engine/vse/glossing.py): the query's vector is unit(USE head + GLOSS_WEIGHT x English tower
+# of the gloss). Each dictionary word reads the most caption-like of its first GLOSS_SENSES
+# senses, each place down the list costing GLOSS_POSITION_COST (in log caption counts). All
+# three chosen on f30k8k_val's hand-written Chinese (docs/MODEL.md "Glosses").
+GLOSS_WEIGHT = 0.4
+GLOSS_SENSES = 2
+GLOSS_POSITION_COST = 0.25
 # Cross-modal attention re-ranking (docs/MODEL.md "Cross-modal attention"): the trained
 # projections (plain .npz; its meta names the model they belong to, others are ignored).
 ATTENTION_WEIGHTS = ASSETS_DIR / "attention.npz"

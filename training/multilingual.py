@@ -598,6 +598,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     sims = {lang: _query_scores(embedder, [r[lang] for r in rows], gallery) for lang in ("en", "zh")}
     en, zh = (_recalls(_ranks_of(sims[lang], target)) for lang in ("en", "zh"))
     ratio = {k: round(zh[k] / en[k], 3) if en[k] else None for k in ("r1", "r5", "r10")}
+    real_tower = tower.load() if hasattr(tower, "load") else tower
+    glosser, real_tower.glosser = real_tower.glosser, None
+    try:
+        zh_use_only = _recalls(_ranks(embedder, [r["zh"] for r in rows], gallery, target))
+    finally:
+        real_tower.glosser = glosser
     ds = load_jsonl(DATA / split)
     all_target = np.asarray(ds.caption_image)
     tower_only = torch.from_numpy(np.load(cache_dir / "texts.npy").astype(np.float32))
@@ -610,6 +616,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "runtime": getattr(embedder, "runtime", "torch"), "model_id": embedder.model_id,
         "queries": len(rows), "gallery": len(names),
         "english": en, "chinese": zh, "chinese_over_english": ratio,
+        "glosses": None if glosser is None else {"weight": real_tower.gloss_weight},
+        "chinese_without_glosses": zh_use_only,
+        "chinese_without_glosses_over_english": {
+            k: round(zh_use_only[k] / en[k], 3) if en[k] else None for k in ("r1", "r5", "r10")
+        },
         "routed_to_multilingual": routed,
         "weak_share": {lang: _weak_share(embedder, sims[lang]) for lang in ("en", "zh")},
         "weak_match_threshold": round(float(embedder.weak_match_threshold), 4),

@@ -22,7 +22,7 @@ import importlib.metadata
 import json
 import logging
 import threading
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine import settings
 from engine.vse.backbones import file_sha256
+from engine.vse.glossing import ChineseGlosser, is_chinese, load_glosser
 from engine.vse.model import VSEModel
 from engine.vse.routing import (  # noqa: F401 - re-exported for training and tests
     CaptionLexicon,
@@ -301,8 +303,14 @@ def _pull(
     return F.normalize(torch.einsum("qk,qkr->qr", w, values[top.indices]) @ basis.T, dim=-1)
 
 
+# The model's own English tower: texts -> unit embeddings (N, embed_dim).
+EnglishTower = Callable[[list[str]], "np.ndarray | torch.Tensor"]
+
+
 class MultilingualTextTower:
-    """Non-English texts -> unit embeddings in one VSE model's joint space (USE + head).
+    """Non-English texts -> unit embeddings in one VSE model's joint space (USE + head; for
+    Chinese, plus the English tower's reading of a word-by-word gloss when `embed` is given
+    the English tower and a glosser is installed, engine/vse/glossing.py).
 
     USE loads on first use (about 2 s, ~150 MB); `warm_up` does it ahead of the first query.
     """
@@ -312,11 +320,15 @@ class MultilingualTextTower:
         head: MultilingualHead,
         english_lexicon: Container[str] | None = None,
         encoder: USEEncoder | None = None,
+        glosser: ChineseGlosser | None = None,
+        gloss_weight: float = settings.GLOSS_WEIGHT,
     ) -> None:
         self.head = head
         self.english_lexicon = english_lexicon
         self._encoder = encoder
         self._load_lock = threading.Lock()
+        self.glosser = glosser
+        self.gloss_weight = gloss_weight
 
     @property
     def encoder(self) -> USEEncoder:
@@ -327,17 +339,34 @@ class MultilingualTextTower:
 
     def warm_up(self) -> None:
         self.embed(["warm up"])
+        if self.glosser is not None:
+            self.glosser.warm_up()
 
     def needs(self, text: str) -> bool:
         return needs_multilingual(text, self.english_lexicon)
 
     @torch.no_grad()
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+    def embed(self, texts: Sequence[str], english: EnglishTower | None = None) -> torch.Tensor:
+        """Unit embeddings (N, embed_dim). With `english`, Chinese texts add its embedding of
+        their gloss (weight `gloss_weight`) before the final normalisation."""
         texts = list(texts)
         if len(texts) > _QUERY_TEXTS:
-            return self.head(torch.from_numpy(self.encoder.encode(texts)))
+            return self._with_glosses(texts, self.head(torch.from_numpy(self.encoder.encode(texts))), english)
         with one_torch_thread():
-            return self.head(torch.from_numpy(self.encoder.encode(texts)))
+            return self._with_glosses(texts, self.head(torch.from_numpy(self.encoder.encode(texts))), english)
+
+    def _with_glosses(self, texts: list[str], unit: torch.Tensor, english: EnglishTower | None) -> torch.Tensor:
+        if english is None or self.glosser is None or self.gloss_weight == 0:
+            return unit
+        glosses = {i: self.glosser.gloss(t) for i, t in enumerate(texts) if is_chinese(t)}
+        glosses = {i: g for i, g in glosses.items() if g}
+        if not glosses:
+            return unit
+        rows = list(glosses)
+        read = torch.as_tensor(english([glosses[i] for i in rows])).to(unit.device, torch.float32)
+        out = unit.clone()
+        out[rows] = F.normalize(unit[rows] + self.gloss_weight * F.normalize(read, dim=-1), dim=-1)
+        return out
 
 
 # A search query is a handful of texts: matrices of ~15 rows, where a second intra-op thread
@@ -395,7 +424,8 @@ def load_multilingual_tower(
         )
         return None
     lexicon = CaptionLexicon(lexicon_path) if lexicon_path and lexicon_path.is_file() else None
-    return MultilingualTextTower(head, lexicon)
+    glosser = load_glosser(lexicon_path, settings.GLOSS_SENSES, settings.GLOSS_POSITION_COST)
+    return MultilingualTextTower(head, lexicon, glosser=glosser)
 
 
 def embed_routed(english: VSEModel, tower: MultilingualTextTower | None, texts: Sequence[str]) -> torch.Tensor:
@@ -407,7 +437,7 @@ def embed_routed(english: VSEModel, tower: MultilingualTextTower | None, texts: 
         return english.embed_texts(texts)
     assert tower is not None
     device = next(english.parameters()).device
-    foreign = tower.embed([t for t, r in zip(texts, routed, strict=True) if r]).to(device)
+    foreign = tower.embed([t for t, r in zip(texts, routed, strict=True) if r], english.embed_texts).to(device)
     if all(routed):
         return foreign
     native = english.embed_texts([t for t, r in zip(texts, routed, strict=True) if not r])

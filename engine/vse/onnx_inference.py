@@ -586,7 +586,8 @@ class OnnxEmbedder:
             # as engine.vse.multilingual.embed_routed: each text from the tower its language needs
             unit = np.empty((len(texts), self.embed_dim), np.float32)
             mask = np.array(routed)
-            unit[mask] = tower.embed([t for t, r in zip(texts, routed, strict=True) if r]).numpy()
+            foreign = [t for t, r in zip(texts, routed, strict=True) if r]
+            unit[mask] = tower.embed(foreign, self.embed_unit_texts).numpy()
             if not mask.all():
                 unit[~mask] = self.embed_unit_texts([t for t, r in zip(texts, routed, strict=True) if not r])
             unit = _unit_rows(unit)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import engine.vse.inference as inference
 import engine.vse.multilingual as ml
 from engine.vse.checkpoint import save_checkpoint
+from engine.vse.glossing import is_chinese
 from engine.vse.inference import VSEEmbedder
 from engine.vse.model import VSEConfig, VSEModel
 from engine.vse.multilingual import (
@@ -250,6 +251,20 @@ def naive_text_vector(t: np.ndarray, image_bank: np.ndarray, beta: float) -> np.
     return np.concatenate([t, [1.0, -d]])
 
 
+def naive_routed_unit(emb: VSEEmbedder, arrays: dict[str, np.ndarray], text: str) -> np.ndarray:
+    """The head's unit vector of `text`; a Chinese text adds the English tower's reading of
+    its gloss, weighted (engine/vse/glossing.py), and is normalised again."""
+    unit = naive_head(arrays, FakeUSE().encode([text]))[0]
+    tower = emb.multilingual
+    if is_chinese(text):
+        assert tower.glosser is not None and tower.gloss_weight > 0
+        with torch.no_grad():
+            read = emb.model.embed_texts([tower.glosser.gloss(text)]).double().numpy()[0]
+        unit = unit + tower.gloss_weight * read / np.linalg.norm(read)
+        unit = unit / np.linalg.norm(unit)
+    return unit
+
+
 def test_embedder_routes_each_text_and_adds_the_bank_terms(tiny, fake_use, monkeypatch):
     monkeypatch.setattr(inference, "DEFAULT_HEAD", tiny["head"])
     emb = VSEEmbedder(tiny["ckpt"], device="cpu", threads=1)
@@ -261,7 +276,8 @@ def test_embedder_routes_each_text_and_adds_the_bank_terms(tiny, fake_use, monke
     # only the two non-English texts reached USE, in one call
     assert fake_use.calls == [[texts[1], texts[2]]]
     image_bank = emb.model.bank_images.double().numpy()
-    unit = naive_head(tiny["arrays"], fake_use.encode(texts[1:3]))
+    unit = [naive_routed_unit(emb, tiny["arrays"], t) for t in texts[1:3]]
+    assert {"beach", "dog"} <= set(emb.multilingual.glosser.gloss(texts[1]).split())
     for row, u in zip(out[1:3], unit, strict=True):
         np.testing.assert_allclose(row, naive_text_vector(u, image_bank, 15.0), atol=1e-4)
     with torch.no_grad():
@@ -356,7 +372,7 @@ def test_library_search_and_captions_take_non_latin_queries(tiny, fake_use, monk
         fake_use.calls.clear()
         for query in queries:
             result = lib.search_text(query, top_k=5)
-            unit = naive_head(tiny["arrays"], FakeUSE().encode([query]))[0]
+            unit = naive_routed_unit(emb, tiny["arrays"], query)
             text_vec = naive_text_vector(unit, emb.model.bank_images.double().numpy(), 15.0)
             q = text_vec.copy()
             q[DIM + 1 :] = 0.0  # a photo query drops the text's own bank term
@@ -370,6 +386,6 @@ def test_library_search_and_captions_take_non_latin_queries(tiny, fake_use, monk
         lib.remember_query("海滩上奔跑的狗 -猫")  # remembered without its operators
         hits = {h.caption: h.score for h in lib.similar_captions(photos[0], top_k=10)}
         assert "海滩上奔跑的狗" in hits and "a dog runs on the beach" in hits
-        unit = naive_head(tiny["arrays"], FakeUSE().encode(["海滩上奔跑的狗"]))[0]
+        unit = naive_routed_unit(emb, tiny["arrays"], "海滩上奔跑的狗")
         text_vec = naive_text_vector(unit, emb.model.bank_images.double().numpy(), 15.0)
         assert hits["海滩上奔跑的狗"] == pytest.approx(float(stored[str(photos[0])] @ text_vec), abs=1e-4)
