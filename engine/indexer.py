@@ -34,7 +34,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,28 +266,10 @@ class Indexer:
         many were embedded; files whose bytes changed since indexing are left for the
         next index pass.
         """
-        seen: set[str] = set()
-        todo = []
-        for r in self.catalog.photos_missing_embedding(embedder.model_id):
-            if r.content_hash not in seen:
-                seen.add(r.content_hash or "")
-                todo.append(Candidate(r.path, r.size or 0, r.mtime_ns or 0, r.folder_id, r))
-        state = PipelineState(total=len(todo))
         done = 0
-        for batch in prepared_batches(
-            todo,
-            lambda c: prepare_file(c, embedder, set(), self.thumbs_dir),
-            state,
-            batch_size=self.batch_size,
-            workers=self.workers,
-            progress=progress,
-            cancel=cancel,
+        for ready in self._unchanged_prepared(
+            self.catalog.photos_missing_embedding(embedder.model_id), embedder, progress, cancel
         ):
-            ready = [
-                p for c, p in batch if p.kind == EMBED and c.row and p.digest == c.row.content_hash
-            ]
-            if not ready:
-                continue
             vecs = embedder.embed_prepared(np.stack([p.array for p in ready]))
             with self.catalog.write() as w:
                 w.put_embeddings(
@@ -307,31 +289,12 @@ class Indexer:
         if reranker is None or reranker.model_id != self.embedder.model_id:
             return 0
         model_id = self.embedder.model_id
-        seen: set[str] = set()
-        todo = []
-        for r in self.catalog.photos_missing_region_codes(model_id, reranker.attention_id):
-            if r.content_hash not in seen:
-                seen.add(r.content_hash or "")
-                todo.append(Candidate(r.path, r.size or 0, r.mtime_ns or 0, r.folder_id, r))
-        if not todo:
+        rows = self.catalog.photos_missing_region_codes(model_id, reranker.attention_id)
+        if not rows:
             return 0
-        log.info("storing region codes of %d photos indexed before re-ranking was on", len(todo))
-        state = PipelineState(total=len(todo))
+        log.info("storing region codes of %d photos indexed before re-ranking was on", len(rows))
         done = 0
-        for batch in prepared_batches(
-            todo,
-            lambda c: prepare_file(c, self.embedder, set(), self.thumbs_dir),
-            state,
-            batch_size=self.batch_size,
-            workers=self.workers,
-            progress=progress,
-            cancel=cancel,
-        ):
-            ready = [
-                p for c, p in batch if p.kind == EMBED and c.row and p.digest == c.row.content_hash
-            ]
-            if not ready:
-                continue
+        for ready in self._unchanged_prepared(rows, self.embedder, progress, cancel):
             _, blobs = reranker.embed_prepared(np.stack([p.array for p in ready]))
             with self.catalog.write() as w:
                 w.put_region_codes(
@@ -340,6 +303,35 @@ class Indexer:
                 )
             done += len(ready)
         return done
+
+    def _unchanged_prepared(
+        self,
+        rows: Sequence[PhotoRow],
+        embedder: Embedder,
+        progress: ProgressFn | None,
+        cancel: threading.Event | None,
+    ) -> Iterator[list[Prepared]]:
+        """Batches of prepared photos for catalog rows that need a second look (a new model's
+        vectors, region codes), one per content hash, leaving out files whose bytes changed
+        since they were indexed: the next index pass owns those."""
+        seen: set[str] = set()
+        todo = []
+        for r in rows:
+            if r.content_hash not in seen:
+                seen.add(r.content_hash or "")
+                todo.append(Candidate(r.path, r.size or 0, r.mtime_ns or 0, r.folder_id, r))
+        for batch in prepared_batches(
+            todo,
+            lambda c: prepare_file(c, embedder, set(), self.thumbs_dir),
+            PipelineState(total=len(todo)),
+            batch_size=self.batch_size,
+            workers=self.workers,
+            progress=progress,
+            cancel=cancel,
+        ):
+            ready = [p for c, p in batch if p.kind == EMBED and c.row and p.digest == c.row.content_hash]
+            if ready:
+                yield ready
 
     # -- the pass ----------------------------------------------------------------------
 
