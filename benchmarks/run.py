@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import app_rows, data, items, runtimes
 from .model import load_bench_model
+from .versions import bench_versions
 
 log = logging.getLogger("benchmarks")
 
@@ -44,6 +45,8 @@ TARGETS = {
     "query_p99_100k_ms": 15.0,
     "rss_100k_mb_issue13": 1024.0,
     "rsum_diff_max": 2.0,
+    # issue 12: the shipped model indexes at least this fraction of v1's rate
+    "vs_v1_indexing": 0.8,
 }
 
 
@@ -165,6 +168,10 @@ def run(cfg: Config, work: Path, others: str, out: Path | None = None) -> dict[s
                 bm.embedder, sample, work, cfg.index_reps, "sample", decode_reference=True)
         results["indexing"] = indexing
         checkpoint("indexing")
+        if not cfg.quick and bm.kind == "shipped":
+            results["versions"] = bench_versions(bm.embedder, sample, work, cfg.index_reps)
+            log.info("shipped vs v1: %s", results["versions"])
+            checkpoint("versions")
     if cfg.fidelity_set and torch_emb is not None and bm.kind != "fake":
         results["fidelity"] = runtimes.bench_fidelity(bm.embedder, torch_emb, cfg.fidelity_set)
         log.info("fidelity: %s", results["fidelity"])
@@ -315,6 +322,11 @@ def table(results: dict[str, object]) -> str:
                             ("rss_100k_mb", "peak RSS 100K MB", "<= 1024")):
         if key in results:
             rows.append((label, _fmt(results[key]), tgt))
+    v = results.get("versions")
+    if v:
+        rows.append((f"photos_sample indexing: shipped / v1 images/s ({v['v1_model_id']})",  # type: ignore[index]
+                     f"{_fmt(v['shipped_images_per_s'])} / {_fmt(v['v1_images_per_s'])}",  # type: ignore[index]
+                     f">= 0.8x {_verdict(v['ratio'], 0.8, True)} ({_fmt(v['ratio'])}x)"))  # type: ignore[index]
     if "text_query_ms" in results:
         t = results["text_query_ms"]
         rows.append(("text encode p50 / p99 ms", f"{_fmt(t['p50'])} / {_fmt(t['p99'])}", ""))  # type: ignore[index]
