@@ -96,7 +96,7 @@ def prepare_bundle(data: Path, checkpoint: Path, cache_root: Path, threads: int 
     from engine.vse.text_encoders import MiniLMTextEncoder
     from training.data import load_dataset
     from training.evaluate import embed_dataset_images, joint_vectors
-    from training.features import cache_features, load_cached
+    from training.features import cache_features
     from training.recipes import DEFAULT_RECIPE
     from training.run import feature_cache_dir
     from training.text_cache import build_hidden_caches, pooled_features
@@ -123,14 +123,30 @@ def prepare_bundle(data: Path, checkpoint: Path, cache_root: Path, threads: int 
         txt = torch.nn.functional.normalize(
             model.txt.proj(torch.from_numpy(pooled)), dim=-1).numpy()
     img_v, txt_v = joint_vectors(model, img.astype(np.float32), txt.astype(np.float32))
-    grid, _ = load_cached(fdir, "orig")
-    regions = np.concatenate([
-        pool_grid(torch.from_numpy(np.array(grid[s : s + 256]))).numpy().astype(np.float16)
-        for s in range(0, len(grid), 256)
-    ])
+    regions = np.concatenate([pool_grid(g).numpy().astype(np.float16) for g in _last_maps(model, fdir)])
     tok = by_layer[TOKEN_LAYER]
     return Bundle(regions, img_v.astype(np.float32), txt_v.astype(np.float32), tok.hidden,
                   tok.offsets, np.asarray(ds.caption_image))
+
+
+def _last_maps(model: Any, fdir: Path, batch: int = 256) -> Any:
+    """The backbone's last map (B, C, H, W) of every cached photo, in batches: the cached
+    frozen map, or, when the model tunes its last blocks, those blocks run on their cached
+    inputs (the map the app's image graph gives the re-ranker)."""
+    from training.features import load_cached, load_tail_inputs
+
+    n_tuned = model.config.tuned_blocks
+    if not n_tuned:
+        grid, _ = load_cached(fdir, "orig")
+        for s in range(0, len(grid), batch):
+            yield torch.from_numpy(np.array(grid[s : s + batch]))
+        return
+    pre = load_tail_inputs(fdir, "orig", n_tuned)
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(pre), batch):
+            x = torch.from_numpy(np.array(pre[s : s + batch])).float()
+            yield model.img.backbone.forward_tail(x, n_tuned)[0]
 
 
 # ---------------------------------------------------------------- scoring
