@@ -6,7 +6,8 @@ under build/, and saves: loading, welcome, indexing, browse mode (no query), a
 near-duplicate group expanded, "a dog running on grass", the right-click menu, the
 captions panel, the preview, the search sorted by date with its match count and the
 "Less likely" divider, `dog -grass`, "Similar to" refined by text, a query with no good
-match, the dark theme, and (in a second start of the app on the same library) the
+match, a query typed in Chinese (its characters need a CJK font, e.g. Debian's
+fonts-wqy-microhei, or the box shows empty squares; the search itself does not), the dark theme, and (in a second start of the app on the same library) the
 captions panel answered within 2 s of start. Falls back to the fake embedder (with a
 warning, through $PHOTOSEARCH_EMBEDDER) only when no model is shipped yet.
 """
@@ -40,6 +41,8 @@ log = logging.getLogger("screenshot")
 QUERY = "a dog running on grass"
 NEGATIVE_QUERY = "dog -grass"
 REFINE_TEXT = "at night"
+# "a dog running on the beach", typed in Chinese (USE + head + CC-CEDICT gloss)
+CHINESE_QUERY = "海滩上奔跑的狗"
 CAPTIONS_AT_START_S = 2.0
 
 
@@ -262,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     answer(win, lambda: win.set_query("zzzz qqqq"), "the no-match search")
     thumbs(win)
     save(win.grab(), "12_no_good_match.png")
+
+    answer(win, lambda: win.set_query(CHINESE_QUERY), "the Chinese search")
+    thumbs(win)
+    save(win.grab(), "12b_chinese_query.png")
 
     # The dark theme, on a real result list with the captions panel open.
     app.setPalette(dark_palette())
