@@ -72,6 +72,7 @@ class Config:
     rescan_reps: int = 3
     quick: bool = False
     query_only: bool = False  # items 6 + 2 only (e.g. to add the 1M row once its cache is built)
+    versions_only: bool = False  # text encode + the shipped model against v1 (issue 12) only
     model: str = "auto"  # auto | fallback | fake
     # issue 13: runtimes side by side
     runtime_batch: int = 16
@@ -140,6 +141,12 @@ def run(cfg: Config, work: Path, others: str, out: Path | None = None) -> dict[s
 
     results["text_query_ms"] = items.bench_text(bm.embedder, cfg.text_queries)
     log.info("text query: %s", results["text_query_ms"])
+    if cfg.versions_only:
+        sample = data.ensure_sample_copy(cfg.n_sample, work)
+        results["versions"] = bench_versions(bm.embedder, sample, work, cfg.index_reps)
+        results["total_s"] = round(time.perf_counter() - started, 1)
+        results.setdefault("load_avg", {})["end"] = [round(x, 2) for x in os.getloadavg()]  # type: ignore[union-attr]
+        return results
     torch_emb = None
     if not cfg.query_only:
         # today's runtime, the same checkpoint (a second fake stands in for it in the smoke test)
@@ -346,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated library sizes for the query item (default 10K,100K,1M)")
     ap.add_argument("--query-only", action="store_true",
                     help="only items 6 and 2; with --merge, update the query rows of --out")
+    ap.add_argument("--versions-only", action="store_true",
+                    help="only the text encode and the shipped model's indexing rate against v1's")
     ap.add_argument("--build-big", action="store_true",
                     help="build the 1M HNSW index if it is not cached (slow: see BENCHMARKS.md)")
     ap.add_argument("--merge", action="store_true",
@@ -357,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config.quick_config() if args.quick else Config()
     cfg.model = args.model
     cfg.query_only = args.query_only
+    cfg.versions_only = args.versions_only
     cfg.big_build = args.build_big
     if args.sizes:
         cfg.query_sizes = [int(x) for x in args.sizes.split(",")]
