@@ -85,7 +85,7 @@ class MainWindow(QMainWindow):
 
         self.status.show_busy("Loading model\u2026")  # until the library is open
         self.results.show_message("Loading the matching model\u2026")
-        self.session.open(prefs.checkpoint(self.settings))
+        self.session.open(prefs.checkpoint(self.settings), prefs.rerank(self.settings))
 
     # ------------------------------------------------------------------ UI construction
     def _build_ui(self) -> None:
@@ -527,6 +527,13 @@ class MainWindow(QMainWindow):
         if dlg.exec() != prefs.SettingsDialog.DialogCode.Accepted:
             return
         self.set_thumb_size(dlg.chosen_thumb_size())
+        rerank_now = prefs.rerank(self.settings)
+        if rerank_now is None:
+            rerank_now = prefs.engine_rerank_default()
+        if dlg.chosen_rerank() != rerank_now:
+            self.settings.setValue(prefs.KEY_RERANK, dlg.chosen_rerank())
+            self.status.show_done("Re-ranking " + ("on" if dlg.chosen_rerank() else "off")
+                                  + " from the next start of photosearch")
         if dlg.chosen_checkpoint() != old_checkpoint:
             # A missing or broken file fails inside the task and is reported from there.
             self.session.switch_model(dlg.chosen_checkpoint())

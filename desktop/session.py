@@ -108,19 +108,21 @@ class IndexRun:
 
 
 def open_library(
-    task: Task[tuple[Library, bool]], library_dir: Path, make_embedder: Callable[[], Embedder]
+    task: Task[tuple[Library, bool]], library_dir: Path, make_embedder: Callable[[], Embedder],
+    rerank: bool | None = None,
 ) -> tuple[Library, bool]:
-    """Load the model (slow: seconds) and open the library; True when it must re-embed."""
+    """Load the model (slow: seconds) and open the library; True when it must re-embed.
+    `rerank`: attention re-ranking on or off (None: the engine's default)."""
     embedder = make_embedder()
     task.raise_if_cancelled()
     try:
-        return Library.open(library_dir, embedder), False
+        return Library.open(library_dir, embedder, rerank=rerank), False
     except ModelMismatchError as exc:
         # The photos were embedded by another model (e.g. the shipped model was updated).
         # The app cannot ask which checkpoint that was, so it adopts the current one and the
         # start-up reconcile re-embeds; the old vectors stay stored.
         log.warning("%s; re-embedding with the current model", exc)
-        return Library.open(library_dir, embedder, reembed=True), True
+        return Library.open(library_dir, embedder, reembed=True, rerank=rerank), True
 
 
 def index_pass(task: Task[IndexReport], library: Library, run: IndexRun) -> IndexReport:
@@ -286,11 +288,11 @@ class LibrarySession(QObject):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def open(self, checkpoint: str) -> None:
+    def open(self, checkpoint: str, rerank: bool | None = None) -> None:
         factory = self.embedder_factory
         self.runner.run_task(
             "open-library",
-            lambda task: open_library(task, self.library_dir, lambda: factory(checkpoint)),
+            lambda task: open_library(task, self.library_dir, lambda: factory(checkpoint), rerank),
             on_result=self._on_opened,
             on_error=self._live(self.open_failed.emit),
         )

@@ -35,3 +35,34 @@ def test_thumbnail_size_setting_persists(make_window, tmp_path):
     win.shutdown()
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     assert int(settings.value("view/thumb_size")) == 200
+
+
+def test_rerank_setting_applies_from_the_next_start(make_window, tmp_path, monkeypatch):
+    from desktop.dialogs import settings as prefs
+
+    win = make_window()
+    assert win.session.library.rerank is False  # the engine's default: off
+
+    def accept_with_rerank(dlg):
+        assert not dlg.rerank_check.isChecked()
+        dlg.rerank_check.setChecked(True)
+        return prefs.SettingsDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(prefs.SettingsDialog, "exec", accept_with_rerank)
+    win.open_settings_dialog()
+    assert "next start" in win.status.label.text()
+    assert win.session.library.rerank is False  # this session keeps its library as opened
+    win.shutdown()
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    assert prefs.rerank(settings) is True
+
+    again = make_window()
+    assert again.session.library.rerank is True
+
+    def accept_unchanged(dlg):
+        assert dlg.rerank_check.isChecked()
+        return prefs.SettingsDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(prefs.SettingsDialog, "exec", accept_unchanged)
+    again.open_settings_dialog()
+    assert prefs.rerank(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)) is True
