@@ -42,18 +42,19 @@ class Recipe:
             raise ValueError("cached features need a frozen backbone")
 
 
-# The shipped model (engine/assets/default_model.pt), chosen by val rsum among the variants in
-# docs/MODEL.md ("R5"): frozen EfficientNet-Lite2 with stage fusion, frozen MiniLM with its
-# top three layers pooled, residual-MLP heads, InfoNCE, batch 256 over original + flipped
-# views, 10 epochs (lr halved after 5), early stop after 3 epochs without val improvement.
+# The shipped model (engine/assets/default_model.pt, v2), chosen by val rsum among the variants
+# in docs/MODEL.md ("TB2"): EfficientNet-Lite2 with stage fusion and its last two blocks tuned
+# (lr x0.1, from cached inputs of those blocks), frozen MiniLM with its top three layers
+# pooled, residual-MLP heads, InfoNCE, batch 256 over original + flipped views, 10 epochs (lr
+# halved after 5), early stop after 3 epochs without val improvement.
 DEFAULT_RECIPE = Recipe(
     model=VSEConfig(
         backbone="efficientnet-lite2", pooling="gap", fusion=True, img_head="mlp",
-        text_encoder="minilm", text_head="mlp", tuned_layers=0, tuned_blocks=0,
+        text_encoder="minilm", text_head="mlp", tuned_layers=0, tuned_blocks=2,
         text_pool_layers=3, embed_dim=1024, feat_dropout=0.4,
     ),
     options=TrainOptions(
-        epochs=10, batch_size=256, lr=2e-4, lr_scale_pretrained=0.1, lr_decay_epoch=None,
+        epochs=10, batch_size=256, lr=2e-4, lr_scale_pretrained=0.1, lr_decay_epoch=5,
         weight_decay=0.0, warmup_steps=0, loss="infonce", views=("orig", "flip"),
         text_dropout=0.0, early_stop=3, seed=0,
     ),
