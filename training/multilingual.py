@@ -133,6 +133,8 @@ class SplitArrays:
     texts: np.ndarray
     images: np.ndarray
     caption_image: np.ndarray
+    # USE vectors of the same captions put word by word into Chinese (training.pseudo_chinese)
+    pseudo: np.ndarray | None = None
 
 
 def load_split(cache: Path, model_id: str, split: str, encoder: USEEncoder) -> SplitArrays:
@@ -175,7 +177,8 @@ def split_selection(train: SplitArrays, selected: np.ndarray) -> tuple[SplitArra
         idx = np.flatnonzero(photos)
         remap[idx] = np.arange(len(idx))
         return SplitArrays(use=train.use[caps], texts=train.texts[caps], images=train.images[idx],
-                           caption_image=remap[train.caption_image[caps]])
+                           caption_image=remap[train.caption_image[caps]],
+                           pseudo=None if train.pseudo is None else train.pseudo[caps])
 
     return part(~selected, ~cap_held), part(selected, cap_held), ~cap_held
 
@@ -197,6 +200,9 @@ class HeadOptions:
     # moves a caption's USE vector (cosine ~0.66 between an English caption and its Chinese
     # version on val), so the head should not hang on directions such a move disturbs
     noise: float = 0.04
+    # share of training captions shown as their word-by-word Chinese version
+    # (training.pseudo_chinese) instead of the English one, each epoch anew
+    pseudo: float = 0.25
     # loss = w_image * InfoNCE(text -> photo) + w_text * InfoNCE(text -> its MiniLM embedding)
     #        + w_cos * (1 - cos(head, MiniLM embedding))
     w_image: float = 1.0
@@ -296,6 +302,9 @@ def train_head(
     head = TrainableHead(train.use.shape[1], train.texts.shape[1], opts)
     opt = torch.optim.AdamW(head.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     use = torch.from_numpy(train.use)
+    pseudo = torch.from_numpy(train.pseudo) if opts.pseudo and train.pseudo is not None else None
+    if opts.pseudo and pseudo is None:
+        raise ValueError("pseudo > 0 needs the split's pseudo-Chinese USE vectors")
     texts = F.normalize(torch.from_numpy(train.texts), dim=-1)
     images = F.normalize(torch.from_numpy(train.images), dim=-1)
     cap_img = torch.from_numpy(train.caption_image)
@@ -309,6 +318,8 @@ def train_head(
         for idx in _epoch_batches(train.caption_image, opts.batch, rng):
             b = torch.from_numpy(idx)
             x = use[b]
+            if pseudo is not None:
+                x = torch.where((torch.rand(len(b)) < opts.pseudo)[:, None], pseudo[b], x)
             if opts.noise:
                 x = x + opts.noise * torch.randn_like(x)
             pred = head(x)
@@ -368,13 +379,24 @@ def _val_sets(val: SplitArrays, encoder: USEEncoder, val_names: list[str], held:
         ValSet("val_zh", encoder.encode([r["zh"] for r in rows]), target),
         ValSet("val_en_use", val.use, val.caption_image, scored=False),
         ValSet("val_zh_set_en_use", encoder.encode([r["en"] for r in rows]), target, scored=False),
-    ]
+    ] + ([ValSet("sel_pseudo_zh_use", held.pseudo, held.caption_image, scored=False, images=held.images)]
+         if held.pseudo is not None else [])
 
 
-def _choice_data(cache: Path, model_id: str, encoder: USEEncoder) -> tuple[SplitArrays, SplitArrays, SplitArrays, np.ndarray, list[ValSet]]:
+def _choice_data(
+    cache: Path, model_id: str, encoder: USEEncoder, pseudo: bool = False
+) -> tuple[SplitArrays, SplitArrays, SplitArrays, np.ndarray, list[ValSet]]:
     """(train, fit, val, fit caption mask, choice sets): f30k8k_train split into the photos a
-    head or memory may learn from (fit) and the selection photos, and the sets of _val_sets."""
+    head or memory may learn from (fit) and the selection photos, and the sets of _val_sets.
+    With `pseudo`, train's captions carry their pseudo-Chinese USE vectors too."""
     train = load_split(cache, model_id, "f30k8k_train", encoder)
+    if pseudo:
+        from training.pseudo_chinese import use_pseudo_chinese
+
+        captions = load_jsonl(DATA / "f30k8k_train").captions
+        translated = use_pseudo_chinese(encoder).translate_all(captions)
+        out = _split_dir(cache, model_id, "f30k8k_train")
+        train.pseudo = cache_use_features(encoder, translated, out / "use_pseudo_zh.npy")
     val = load_split(cache, model_id, "f30k8k_val", encoder)
     val_names = json.loads((_split_dir(cache, model_id, "f30k8k_val") / "meta.json").read_text())["images"]
     fit, held, fit_captions = split_selection(train, selection_photos(len(train.images)))
@@ -393,7 +415,7 @@ def run_train(args: argparse.Namespace) -> int:
     opts = HeadOptions(**{k: getattr(args, k) for k in asdict(HeadOptions()) if getattr(args, k, None) is not None})
     model, model_id = _load_shipped()
     encoder = USEEncoder()
-    train, fit, val, _, vals = _choice_data(args.cache, model_id, encoder)
+    train, fit, val, _, vals = _choice_data(args.cache, model_id, encoder, pseudo=opts.pseudo > 0)
     # the English tower on the same queries, for scale (on the selection photos it was trained on)
     held = vals[0]
     assert held.images is not None
@@ -441,6 +463,9 @@ class MemoryOptions:
     piv_k: int = 16
     piv_tau: float = 0.05
     piv_weight: float = 0.25
+    # the pivot keys move this far from a caption's English USE vector towards its
+    # pseudo-Chinese one (training.pseudo_chinese), where Chinese queries land
+    piv_pseudo: float = 0.0
 
 
 def _pca_int8(x: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -480,7 +505,9 @@ def _memory_meta(opts: MemoryOptions, n: int) -> tuple[dict[str, Any], dict[str,
     memory = {"rank": opts.rank, "k": opts.k, "tau": opts.tau, "weight": opts.weight, "captions": n,
               "data": "f30k8k_train captions, the shipped model's English text tower"}
     pivot = {"rank": opts.piv_rank, "k": opts.piv_k, "tau": opts.piv_tau, "weight": opts.piv_weight,
-             "data": "USE vectors of the caption memory's captions"}
+             "data": "USE vectors of the caption memory's captions"
+                     + (f", {opts.piv_pseudo} of the way to their pseudo-Chinese ones" if opts.piv_pseudo else ""),
+             "pseudo": opts.piv_pseudo}
     return memory, pivot
 
 
@@ -499,10 +526,15 @@ def run_memory(args: argparse.Namespace) -> int:
     if meta["model_id"] != model_id:
         raise SystemExit(f"{head_path} maps into {meta['model_id']}, not the shipped {model_id}")
     encoder = USEEncoder()
-    train, _, val, fit_captions, vals = _choice_data(args.cache, model_id, encoder)
+    train, _, val, fit_captions, vals = _choice_data(args.cache, model_id, encoder, pseudo=opts.piv_pseudo > 0)
     captions = load_jsonl(DATA / "f30k8k_train").captions
+    pivot_keys = train.use
+    if opts.piv_pseudo:
+        assert train.pseudo is not None
+        blend = (1 - opts.piv_pseudo) * train.use + opts.piv_pseudo * train.pseudo
+        pivot_keys = blend / np.linalg.norm(blend, axis=1, keepdims=True)
     meta = {k: v for k, v in meta.items() if k not in ("format", "memory", "pivot")}
-    scored = build_memory(train.texts, captions, opts, train.use, fit_captions)
+    scored = build_memory(train.texts, captions, opts, pivot_keys, fit_captions)
     meta["memory"], meta["pivot"] = _memory_meta(opts, len(scored["mem_codes"]))
     report: dict[str, Any] = {"options": asdict(opts)}
     for name, mem in (("without", {}), ("with", scored)):
@@ -514,7 +546,7 @@ def run_memory(args: argparse.Namespace) -> int:
                 row[v.name] = t2i_recalls(model, head(torch.from_numpy(v.use)).numpy(), gallery, v.target)
         row["score"] = sum(row[v.name]["rsum"] for v in vals if v.scored)
         report[name] = row
-    memory = build_memory(train.texts, captions, opts, train.use)
+    memory = build_memory(train.texts, captions, opts, pivot_keys)
     meta["memory"], meta["pivot"] = _memory_meta(opts, len(memory["mem_codes"]))
     if not opts.piv_weight:
         del meta["pivot"]

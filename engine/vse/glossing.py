@@ -31,6 +31,8 @@ import math
 import re
 import threading
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -99,12 +101,10 @@ def caption_word_counts(caption_bank: Path | None) -> Counter[str]:
     return counts
 
 
-def choose_glosses(
-    lines: list[str] | object, counts: Counter[str], senses: int, position_cost: float
-) -> dict[str, str]:
-    """word -> English gloss from CC-CEDICT lines ('trad simp [pinyin] /sense/sense/')."""
-    best: dict[str, tuple[float, str]] = {}
-    for line in lines:  # type: ignore[attr-defined]
+def dictionary_entries(lines: Iterable[str]) -> Iterator[tuple[str, str, list[str]]]:
+    """(traditional, simplified, cleaned senses in dictionary order) of each CC-CEDICT line
+    ('trad simp [pinyin] /sense/sense/'), proper nouns and senses that are no translation left out."""
+    for line in lines:
         if line.startswith("#"):
             continue
         head, _, rest = line.partition(" /")
@@ -112,10 +112,27 @@ def choose_glosses(
         # a capitalised reading is a proper noun (names, places)
         if len(parts) < 3 or parts[2][1:2].isupper():
             continue
-        traditional, simplified, _ = parts
         kept = [s for s in rest.strip().strip("/").split("/") if s and not s.startswith(_NOT_A_SENSE)]
-        glosses = [g for g in map(_clean_sense, kept) if g][:senses]
-        for place, gloss in enumerate(glosses):
+        glosses = [g for g in map(_clean_sense, kept) if g]
+        if glosses:
+            yield parts[0], parts[1], glosses
+
+
+@contextmanager
+def cedict_lines() -> Iterator[Iterator[str]]:
+    """The lines of the CC-CEDICT file inside the installed package."""
+    resource = importlib.resources.files(CEDICT_PACKAGE) / _CEDICT_RESOURCE
+    with resource.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
+        yield lines
+
+
+def choose_glosses(
+    lines: Iterable[str], counts: Counter[str], senses: int, position_cost: float
+) -> dict[str, str]:
+    """word -> English gloss from CC-CEDICT lines ('trad simp [pinyin] /sense/sense/')."""
+    best: dict[str, tuple[float, str]] = {}
+    for traditional, simplified, all_glosses in dictionary_entries(lines):
+        for place, gloss in enumerate(all_glosses[:senses]):
             words = [w for w in _WORDS.findall(gloss.lower()) if w not in _UNSCORED]
             common = sum(math.log1p(counts[w]) for w in words) / len(words) if words else 0.0
             score = common - position_cost * place
@@ -153,8 +170,7 @@ class ChineseGlosser:
     def dictionary(self) -> dict[str, str]:
         with self._lock:
             if self._dictionary is None:
-                resource = importlib.resources.files(CEDICT_PACKAGE) / _CEDICT_RESOURCE
-                with resource.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
+                with cedict_lines() as lines:
                     self._dictionary = choose_glosses(
                         lines, caption_word_counts(self.caption_bank), self.senses, self.position_cost
                     )
