@@ -235,7 +235,7 @@ class MultilingualHead:
         if "mem_codes" in t:
             # (out_dim, r) basis and (n, r) float32 keys: ~18 MB for 35K captions, which saves
             # converting the int8 codes on every query
-            self.memory = (t["mem_basis"], t["mem_codes"] * t["mem_scale"][:, None])
+            self.memory = (t["mem_basis"], _column_major(t["mem_codes"] * t["mem_scale"][:, None]))
             opts = meta.get("memory", {})
             self.mem_k = int(opts.get("k", 16))
             self.mem_tau = float(opts.get("tau", 0.05))
@@ -243,7 +243,7 @@ class MultilingualHead:
         self.pivot: tuple[torch.Tensor, torch.Tensor] | None = None
         if "piv_codes" in t and self.memory is not None:
             # (512, r) basis and (n, r) float32 keys, one row per caption memory row
-            self.pivot = (t["piv_basis"], t["piv_codes"] * t["piv_scale"][:, None])
+            self.pivot = (t["piv_basis"], _column_major(t["piv_codes"] * t["piv_scale"][:, None]))
             if len(self.pivot[1]) != len(self.memory[1]):
                 raise ValueError("the pivot memory's rows are not the caption memory's")
             opts = meta.get("pivot", {})
@@ -291,6 +291,13 @@ class MultilingualHead:
             u = F.normalize(x, dim=-1) @ piv_basis
             out = out + self.piv_weight * _pull(u, piv_keys, keys, basis, self.piv_k, self.piv_tau)
         return F.normalize(out, dim=-1)
+
+
+def _column_major(keys: torch.Tensor) -> torch.Tensor:
+    """The same (n, r) keys, stored so that `keys.T` is contiguous: a query's scores against
+    35K keys then read them in one pass (0.56 ms against 2.4 ms for row-major keys, one thread,
+    this project's 2-core machine); gathering the top k rows stays cheap either way."""
+    return keys.T.contiguous().T
 
 
 def _pull(
