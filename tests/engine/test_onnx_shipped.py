@@ -4,6 +4,7 @@ with int8 where docs/MODEL.md says it holds (built here from the shipped calibra
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -38,15 +39,20 @@ def naive_rsum(scores: np.ndarray, caption_image: list[int]) -> float:
     return total
 
 
-def test_shipped_runtime_rsum_within_2_of_torch(tmp_path):
+def test_shipped_runtime_rsum_within_2_of_torch(tmp_path, caplog):
     data = shared_data("f30k8k_val")
     rows = [json.loads(line) for line in (data / "captions.jsonl").read_text().splitlines() if line.strip()]
     captions = [c for r in rows for c in r["captions"]]
     caption_image = [i for i, r in enumerate(rows) for _ in r["captions"]]
-    onnx = load_onnx_embedder(settings.DEFAULT_CHECKPOINT, root=tmp_path / "onnx")
+    with caplog.at_level(logging.WARNING, logger="engine.vse.onnx_export"):
+        onnx = load_onnx_embedder(settings.DEFAULT_CHECKPOINT, root=tmp_path / "onnx")
     torch_emb = VSEEmbedder(settings.DEFAULT_CHECKPOINT, device="cpu")
     assert onnx.model_id == torch_emb.model_id
-    assert onnx.precision == {"image": "int8", "text": "fp32"}  # the shipped ranges applied
+    # the shipped ranges applied, unless this CPU's int8 kernels fail the self-check (AVX2
+    # without VNNI saturates u8 x s8 sums): then fp32, and the figures below hold for it
+    kernels_fail = "disagrees with fp32 on this machine" in caplog.text
+    want_image = "fp32" if kernels_fail else "int8"
+    assert onnx.precision == {"image": want_image, "text": "fp32"}, caplog.text
 
     def embed(emb):
         img = []
